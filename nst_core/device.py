@@ -1,0 +1,79 @@
+"""Choosing where and how precisely the network runs: device auto-selection, autocast dtype, memory format.
+
+`auto` picks CUDA, then Apple's MPS, then the CPU. On CUDA the convolutions are autocast to bf16 (fp16 on GPUs
+without bf16) while Grams and losses stay float32 (see `nst_core.losses`); channels_last and cudnn.benchmark are
+switched on there. On the CPU fp32 is the default; bf16 can be asked for explicitly (faster on recent CPUs).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from nst_core.errors import DeviceError
+
+__all__ = ["Placement", "available_devices", "is_out_of_memory", "resolve_placement"]
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: torch.device
+    autocast_dtype: torch.dtype | None  # None: no autocast (fp32)
+    channels_last: bool
+
+    @property
+    def precision(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast_dtype]
+
+
+def _cuda_available() -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "found no NVIDIA driver" noise on CPU machines
+        return torch.cuda.is_available()
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def available_devices() -> list[str]:
+    """Device names this machine can use, e.g. ['cpu', 'cuda:0']."""
+    devices = ["cpu"]
+    if _cuda_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if _mps_available():
+        devices.append("mps")
+    return devices
+
+
+def resolve_placement(device: str = "auto", precision: str = "auto") -> Placement:
+    """Turn the `device` and `precision` parameters into a concrete placement, or raise `DeviceError`."""
+    if device == "auto":
+        device = "cuda" if _cuda_available() else "mps" if _mps_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not _cuda_available():
+            raise DeviceError(f"device {device!r} was asked for but no CUDA GPU is usable here; use device 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {device!r} does not exist; this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not _mps_available():
+        raise DeviceError("device 'mps' was asked for but Apple's Metal backend is not available here")
+
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if dev.type == "cuda" else "fp32"
+    if precision == "fp16" and dev.type == "cpu":
+        raise DeviceError("precision 'fp16' is not supported on the CPU; use fp32 or bf16")
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return Placement(device=dev, autocast_dtype=dtype, channels_last=dev.type in ("cuda", "cpu"))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for a GPU out-of-memory error (CUDA's dedicated class, or MPS's RuntimeError text)."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()

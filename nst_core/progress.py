@@ -1,0 +1,59 @@
+"""What the engine tells its caller while it works: one `ProgressEvent` per iteration, plus a few notices.
+
+Torch-free on purpose: the bot process receives these (pickled across a process or through Celery's result
+backend as `to_dict()`) without loading the engine. `preview` is only set inside the process running the job; it
+renders a small image of the current result on demand, so nobody pays for previews they do not show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from PIL import Image
+
+__all__ = ["CancelCheck", "ProgressCallback", "ProgressEvent"]
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One report from a running job.
+
+    kind: "iteration" (one optimiser step done), "scale" (a new coarse-to-fine level starts), "downsized"
+    (out of GPU memory: restarting smaller; see `message`) or "early_stop" (a level stopped on a loss plateau).
+    iteration is 1-based and counts over all levels; total is the planned number (it shrinks when a level stops
+    early). losses holds the weighted terms "content", "style", "tv" and their sum "total".
+    """
+
+    kind: str
+    iteration: int
+    total: int
+    scale: int
+    scales: int
+    width: int
+    height: int
+    losses: dict[str, float]
+    elapsed: float
+    eta: float | None
+    message: str = ""
+    preview: Callable[[int], Image.Image] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def fraction(self) -> float:
+        """Done fraction in 0..1."""
+        return min(1.0, self.iteration / self.total) if self.total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form without the preview function (for queues and result backends)."""
+        data = asdict(self)
+        data.pop("preview")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProgressEvent:
+        return cls(**{k: v for k, v in data.items() if k != "preview"})
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+CancelCheck = Callable[[], bool]
