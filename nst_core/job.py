@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from nst_core.device import is_out_of_memory, resolve_placement
-from nst_core.errors import NSTError
+from nst_core.errors import NSTError, ParameterError
 from nst_core.images import DEFAULT_MAX_PIXELS, EncodedImage, decode_image, encode_image, encode_to_fit
 from nst_core.optimize import stylize
 from nst_core.params import StyleParams
@@ -73,6 +73,8 @@ def run_job(
     """
     started = time.perf_counter()
     params.check_styles(len(styles))
+    if max_output_bytes is not None and max_output_bytes < 1024:
+        raise ParameterError("max_output_bytes", max_output_bytes, "allowed range: 1024 bytes or more")
     seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
     params = params.replace(seed=seed)
     content_img = decode_image(content, role="content", max_pixels=max_input_pixels)

@@ -248,6 +248,7 @@ class _Runner:
             if self._plateau(history, done):
                 skipped = budget - done
                 self.total -= skipped
+                eta = self._eta(per_iter, 0, levels, budgets, index)
                 self._emit("early_stop", index, len(levels), levels[index], losses, eta,
                            message=f"scale {index + 1} converged after {done} iterations; skipped {skipped}")
                 break
@@ -259,7 +260,8 @@ class _Runner:
         if tol <= 0 or done < max(MIN_LEVEL_ITERATIONS, PLATEAU_WINDOW + 1):
             return False
         before, now = history[-PLATEAU_WINDOW - 1], history[-1]
-        return before > 0 and (before - now) / before < tol
+        # Only a small *improvement* is a plateau; a loss that rose (an L-BFGS spike) is not convergence.
+        return before > 0 and 0 <= (before - now) / before < tol
 
     def _eta(self, per_iter: float, left_here: int, levels: list[tuple[int, int]], budgets: list[int],
              index: int) -> float:

@@ -64,6 +64,8 @@ class FieldSpec:
 def _num(x: float | None) -> str:
     if x is None:
         return "?"
+    if float(x).is_integer() and abs(x) < 1e15:
+        return str(int(x))
     return f"{x:g}"
 
 
@@ -167,8 +169,8 @@ class StyleParams:
         if count > MAX_STYLES:
             raise ParameterError("styles", count, f"at most {MAX_STYLES} style images")
         if self.style_blend is not None and len(self.style_blend) != count:
-            raise ParameterError("style_blend", self.style_blend,
-                                 f"give one weight per style image ({count} weights)")
+            raise ParameterError("style_blend", list(self.style_blend),
+                                 f"give one weight per style image ({count} style image{'s' if count != 1 else ''})")
 
 
 MAX_STYLES = 8

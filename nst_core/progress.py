@@ -24,6 +24,9 @@ class ProgressEvent:
     (out of GPU memory: restarting smaller; see `message`) or "early_stop" (a level stopped on a loss plateau).
     iteration is 1-based and counts over all levels; total is the planned number (it shrinks when a level stops
     early). losses holds the weighted terms "content", "style", "tv" and their sum "total".
+
+    `preview(max_side)` renders the image as it is *now*: call it inside the callback (it reads the live
+    optimisation tensor, so calling it later shows a later state).
     """
 
     kind: str

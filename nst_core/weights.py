@@ -87,7 +87,8 @@ def load_weights(spec: str = "bundled") -> VGGWeights:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsError(f"weights file {spec!r} could not be read: {exc}") from exc
+        raise WeightsError(f"weights file {spec!r} could not be read as PyTorch weights "
+                           f"({type(exc).__name__}: {exc})") from exc
     if not isinstance(state, dict):
         raise WeightsError(f"weights file {spec!r} does not hold a state dict")
     if "block1_conv1_W_q" in state:
