@@ -25,9 +25,10 @@ from nst_core.errors import (
 )
 from nst_core.params import PRESETS, StyleParams
 from nst_core.progress import ProgressEvent
+from nst_core.result import JobResult
 
 if TYPE_CHECKING:
-    from nst_core.job import JobResult, run_job
+    from nst_core.job import run_job
 
 __all__ = [
     "PRESETS",
@@ -53,7 +54,7 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("run_job", "JobResult"):
+    if name == "run_job":
         from nst_core import job
 
         return getattr(job, name)

@@ -12,8 +12,6 @@ import gc
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -23,32 +21,12 @@ from nst_core.images import DEFAULT_MAX_PIXELS, EncodedImage, decode_image, enco
 from nst_core.optimize import stylize
 from nst_core.params import StyleParams
 from nst_core.progress import CancelCheck, ProgressCallback, ProgressEvent
+from nst_core.result import JobResult
 
 __all__ = ["JobResult", "run_job"]
 
 #: Each out-of-memory retry multiplies the size by this.
 OOM_SHRINK = 0.75
-
-
-@dataclass
-class JobResult:
-    """What a finished job hands back to its caller."""
-
-    image: bytes
-    format: str  # "png", "jpeg" or "webp"
-    width: int
-    height: int
-    iterations: int
-    losses: dict[str, float]
-    timings: dict[str, float]  # decode, setup, optimise, encode, total (seconds)
-    params: dict[str, Any]  # the parameters actually used (the seed filled in, the size after any downsizing)
-    device: str
-    precision: str
-    notes: list[str] = field(default_factory=list)  # what a user should be told (downsized, re-encoded ...)
-
-    @property
-    def content_type(self) -> str:
-        return {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}[self.format]
 
 
 def _style_role(index: int, count: int) -> str:

@@ -1,0 +1,44 @@
+"""What a finished job hands back: the encoded image and the figures about how it was made.
+
+Torch-free, so the bot process can receive it from a worker process or, as `to_dict()`, through Celery's result
+backend.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["JobResult"]
+
+
+@dataclass
+class JobResult:
+    """What a finished job hands back to its caller."""
+
+    image: bytes
+    format: str  # "png", "jpeg" or "webp"
+    width: int
+    height: int
+    iterations: int
+    losses: dict[str, float]
+    timings: dict[str, float]  # decode, setup, optimise, encode, total (seconds)
+    params: dict[str, Any]  # the parameters actually used (the seed filled in, the size after any downsizing)
+    device: str
+    precision: str
+    notes: list[str] = field(default_factory=list)  # what a user should be told (downsized, re-encoded ...)
+
+    @property
+    def content_type(self) -> str:
+        return {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}[self.format]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (the image as base64)."""
+        data = asdict(self)
+        data["image"] = base64.b64encode(self.image).decode("ascii")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobResult:
+        return cls(**{**data, "image": base64.b64decode(data["image"])})

@@ -1,0 +1,54 @@
+"""The contract between the queue and whatever runs jobs (embedded executor or Celery).
+
+The queue owns the job table and the fairness; a backend only runs what it is handed and reports back through the
+`BackendSink` (implemented by `JobQueue`). All methods are called on the queue's event loop; a backend that reports
+from another thread hands its calls to the loop (`loop.call_soon_threadsafe` / `run_coroutine_threadsafe`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from nst_core.result import JobResult
+from nst_jobs.work import WorkPayload
+
+__all__ = ["Backend", "BackendSink"]
+
+
+class BackendSink(Protocol):
+    async def on_started(self, job_id: str) -> None:
+        """The job began running on a worker (renews its lease)."""
+
+    async def on_progress(self, job_id: str, event: dict[str, Any], preview: bytes | None) -> None:
+        """A (throttled) ProgressEvent.to_dict() and maybe a small JPEG preview."""
+
+    async def on_done(self, job_id: str, result: JobResult) -> None:
+        """The job finished; the queue stores the result."""
+
+    async def on_failed(self, job_id: str, reason: str, *, retry: bool) -> None:
+        """The job failed. retry=True: the worker died (crash, kill, lost) and the job may run again
+        (counts as an attempt); retry=False: the job itself is bad (bad image ...), `reason` is for the user."""
+
+    async def on_cancelled(self, job_id: str) -> None:
+        """The job stopped because it was cancelled."""
+
+
+class Backend(Protocol):
+    async def start(self, sink: BackendSink) -> None:
+        """Start workers / connect; report through `sink` from now on."""
+
+    def free_slots(self) -> int:
+        """How many more jobs the backend can take right now."""
+
+    async def dispatch(self, payload: WorkPayload) -> None:
+        """Start running the job (returns once handed over, not when finished)."""
+
+    async def cancel(self, job_id: str) -> None:
+        """Stop a running job: cooperatively, then by force after the grace period. Reports on_cancelled."""
+
+    async def adopt(self, job_ids: list[str]) -> list[str]:
+        """After a restart: the jobs the table says were running. Returns those still running somewhere (Celery
+        keeps them; the queue will hear about them through the sink); the rest are requeued by the queue."""
+
+    async def close(self) -> None:
+        """Stop workers (running jobs are left to be requeued by lease expiry on the next start)."""

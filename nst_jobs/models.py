@@ -1,0 +1,86 @@
+"""The job record and the updates a subscriber receives. Torch-free (the bot imports it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from nst_core.params import StyleParams
+from nst_core.progress import ProgressEvent
+
+__all__ = ["TERMINAL_STATES", "Job", "JobRequest", "JobState", "JobUpdate"]
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What a front end submits. Images are the raw bytes the user sent (already size-checked by the front end)."""
+
+    params: StyleParams
+    content: bytes
+    styles: tuple[bytes, ...]
+    requester: str
+    guild_id: str | None = None
+    channel_id: str | None = None
+    output_format: str = "png"
+    max_output_bytes: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # front-end data kept with the job (JSON-able)
+
+
+@dataclass
+class Job:
+    """One row of the job table."""
+
+    id: str
+    seq: int  # submission order
+    requester: str
+    guild_id: str | None
+    channel_id: str | None
+    params: dict[str, Any]
+    style_count: int
+    output_format: str
+    max_output_bytes: int | None
+    state: JobState
+    attempts: int
+    created_at: float
+    meta: dict[str, Any] = field(default_factory=dict)
+    dispatch_seq: int | None = None  # order in which jobs were started (fairness)
+    lease_owner: str | None = None
+    lease_expires: float | None = None
+    progress: dict[str, Any] | None = None  # last ProgressEvent.to_dict()
+    result: dict[str, Any] | None = None  # JobResult.to_dict() without the image
+    result_path: str | None = None
+    failure: str | None = None
+    cancel_requested_by: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    delivered_at: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+@dataclass(frozen=True)
+class JobUpdate:
+    """Something changed about a job: its state, its progress, or its place in line.
+
+    kind: "state" (job.state changed), "progress" (event set; preview maybe), "position" (position changed).
+    """
+
+    kind: str
+    job: Job
+    position: int | None = None  # 1-based place among waiting jobs, None when not waiting
+    event: ProgressEvent | None = None
+    preview: bytes | None = None  # small JPEG of the current result, now and then

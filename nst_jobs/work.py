@@ -1,0 +1,103 @@
+"""The work a worker does for one job, shared by the embedded executor and the Celery task.
+
+`perform` wraps `nst_core.run_job`: it rebuilds the parameters, throttles progress reports (every report crosses a
+process boundary or goes to Redis) and attaches a small JPEG preview now and then. `WorkPayload` is what travels
+to the worker: everything it needs, so a Celery worker on another machine needs no access to the bot's disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from nst_core.params import StyleParams
+from nst_core.progress import CancelCheck, ProgressEvent
+from nst_core.result import JobResult
+
+__all__ = ["PREVIEW_MAX_SIDE", "REPORT_INTERVAL", "Report", "WorkPayload", "perform", "warm_up"]
+
+#: Minimum seconds between two iteration reports (scale changes and the last iteration always go through).
+REPORT_INTERVAL = 0.25
+PREVIEW_MAX_SIDE = 256
+
+#: report(event_dict, preview_jpeg_or_None)
+Report = Callable[[dict[str, Any], bytes | None], None]
+
+
+@dataclass(frozen=True)
+class WorkPayload:
+    job_id: str
+    params: dict[str, Any]
+    content: bytes
+    styles: tuple[bytes, ...]
+    output_format: str = "png"
+    max_output_bytes: int | None = None
+    preview_interval: float = 10.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (images base64) for Celery's JSON serializer."""
+        return {
+            "job_id": self.job_id, "params": self.params,
+            "content": base64.b64encode(self.content).decode("ascii"),
+            "styles": [base64.b64encode(s).decode("ascii") for s in self.styles],
+            "output_format": self.output_format, "max_output_bytes": self.max_output_bytes,
+            "preview_interval": self.preview_interval,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorkPayload:
+        return cls(
+            job_id=data["job_id"], params=data["params"], content=base64.b64decode(data["content"]),
+            styles=tuple(base64.b64decode(s) for s in data["styles"]), output_format=data["output_format"],
+            max_output_bytes=data["max_output_bytes"], preview_interval=data["preview_interval"],
+        )
+
+
+def _jpeg(event: ProgressEvent) -> bytes | None:
+    if event.preview is None:
+        return None
+    buf = io.BytesIO()
+    event.preview(PREVIEW_MAX_SIDE).save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
+
+
+def perform(payload: WorkPayload, *, report: Report, should_cancel: CancelCheck | None = None) -> JobResult:
+    """Run one job. Raises what `run_job` raises (NSTError subclasses, JobCancelled)."""
+    from nst_core.job import run_job  # torch lives in the worker only
+
+    params = StyleParams.from_dict(payload.params)
+    last_report = 0.0
+    last_preview = time.monotonic()  # the first preview comes after one interval, not at iteration 1
+
+    def progress(event: ProgressEvent) -> None:
+        nonlocal last_report, last_preview
+        now = time.monotonic()
+        final = event.kind == "iteration" and event.iteration >= event.total
+        if event.kind == "iteration" and not final and now - last_report < REPORT_INTERVAL:
+            return
+        preview = None
+        if event.kind == "iteration" and now - last_preview >= payload.preview_interval:
+            preview = _jpeg(event)
+            last_preview = now
+        last_report = now
+        report(event.to_dict(), preview)
+
+    return run_job(params, payload.content, list(payload.styles), progress=progress, should_cancel=should_cancel,
+                   output_format=payload.output_format, max_output_bytes=payload.max_output_bytes)
+
+
+def warm_up(device: str = "auto") -> None:
+    """Load torch, the weights and the optimiser code once, so a worker's first job starts as fast as the rest."""
+    from nst_core.device import resolve_placement
+    from nst_core.optimize import image_to_tensor  # noqa: F401 - imports the engine
+    from nst_core.params import StyleParams as _Params
+    from nst_core.vgg import get_feature_extractor
+
+    params = _Params(device=device)
+    placement = resolve_placement(params.device, params.precision)
+    layers = tuple(dict.fromkeys(params.content_layers + params.style_layers))
+    get_feature_extractor(params.weights, layers, params.pooling, str(placement.device), placement.channels_last)
