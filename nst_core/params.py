@@ -90,7 +90,7 @@ class StyleParams:
         "coarse-to-fine levels, each twice the size of the one before (levels under 64 px are skipped)", 1, 6))
     content_weight: float = field(default=1.0, metadata=_spec("alpha: how strongly the photo's structure is kept",
                                                               0.0, 1e4))
-    style_weight: float = field(default=10.0, metadata=_spec("beta: how strongly the painting's style is applied",
+    style_weight: float = field(default=5.0, metadata=_spec("beta: how strongly the painting's style is applied",
                                                              0.0, 1e6))
     tv_weight: float = field(default=1.0, metadata=_spec("total-variation weight: smooths pixel noise", 0.0, 1e4))
     optimizer: str = field(default="lbfgs", metadata=_spec("optimiser", choices=("lbfgs", "adam")))

@@ -16,7 +16,7 @@ from nst_core.params import PRESETS, field_spec, scale_sizes, split_iterations
     [
         ("size", 10, "size=10 is not allowed; allowed range: 32 to 4096"),
         ("iterations", 0, "iterations=0"),
-        ("style_weight", -1.0, "allowed range: 0 to 1e+06"),
+        ("style_weight", -1.0, "allowed range: 0 to 1000000"),
         ("optimizer", "sgd", "allowed: lbfgs, adam"),
         ("preserve_colors", "sepia", "allowed: none, luminance, histogram"),
         ("device", "tpu", "allowed: auto, cpu, cuda, cuda:N, mps"),

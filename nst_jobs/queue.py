@@ -1,0 +1,338 @@
+"""The job queue a front end talks to: submit, position, cancel, subscribe, results.
+
+It keeps the job table (`store.JobStore`) as the system of record, decides who runs next (`fairness.fair_order`),
+hands jobs to a backend (embedded executor or Celery, `backend.Backend`) and turns what the backend reports into
+table updates and `JobUpdate`s for subscribers. Running jobs hold a lease renewed by a heartbeat; a lease that
+expires (the process holding it died) puts the job back in line, up to `max_attempts` starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+from nst_core.progress import ProgressEvent
+from nst_core.result import JobResult
+from nst_jobs.backend import Backend
+from nst_jobs.config import QueueConfig
+from nst_jobs.errors import JobFinishedError, NotAllowedError
+from nst_jobs.fairness import Waiting, fair_order
+from nst_jobs.models import Job, JobRequest, JobState, JobUpdate
+from nst_jobs.store import JobStore
+from nst_jobs.work import WorkPayload
+
+__all__ = ["JobQueue", "make_backend"]
+
+log = logging.getLogger(__name__)
+
+#: The last progress snapshot is written to the table at most this often per job.
+PROGRESS_SAVE_INTERVAL = 2.0
+#: How often expired leases are looked for, and old jobs purged.
+REAPER_INTERVAL = 1.0
+PURGE_INTERVAL = 3600.0
+
+_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+
+
+def make_backend(config: QueueConfig) -> Backend:
+    """The backend named by `config.backend` (imported lazily: Celery only when asked for)."""
+    if config.backend == "celery":
+        from nst_jobs.celery_backend import CeleryBackend
+
+        return CeleryBackend(config)
+    from nst_jobs.local import LocalExecutor
+
+    return LocalExecutor(config)
+
+
+def _owner_is_gone(owner: str | None) -> bool:
+    """True when `owner` (host:pid:tag) was a process on this machine that no longer runs."""
+    if not owner:
+        return True
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False  # another machine: only its lease can tell
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True  # an earlier life of this very process id (a container restarts as pid 1)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class JobQueue:
+    """Use as `async with JobQueue(config) as queue:` (or `await queue.start()` / `await queue.close()`)."""
+
+    def __init__(self, config: QueueConfig, backend: Backend | None = None) -> None:
+        self.config = config
+        self.backend = backend if backend is not None else make_backend(config)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.store: JobStore
+        self._owned: set[str] = set()  # running jobs this process handed to its backend
+        self._subscribers: dict[str, set[asyncio.Queue[JobUpdate]]] = defaultdict(set)
+        self._positions: dict[str, int] = {}
+        self._progress_saved: dict[str, float] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.store = await JobStore.open(self.config.data_dir)
+        await self.backend.start(self)
+        running = await self.store.list(JobState.RUNNING)
+        if running:
+            kept = await self.backend.adopt([job.id for job in running])
+            self._owned.update(kept)
+            await self.store.renew(kept, self.owner, self.config.lease_seconds)
+            orphans = [job for job in running if job.id not in kept and _owner_is_gone(job.lease_owner)]
+            for job in orphans:  # a previous process on this machine died: no need to wait for its lease
+                await self.store.requeue(job.id, "the process running it stopped", self.config.max_attempts)
+            log.info("restart: %d job(s) were running: %d still running on workers, %d back in the queue now, the "
+                     "rest when their lease expires", len(running), len(kept), len(orphans))
+        self._tasks = [asyncio.create_task(self._dispatch_loop(), name="nst-dispatch"),
+                       asyncio.create_task(self._heartbeat_loop(), name="nst-heartbeat"),
+                       asyncio.create_task(self._reaper_loop(), name="nst-reaper")]
+        self._wake.set()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.backend.close()
+        await self.store.close()
+
+    async def __aenter__(self) -> JobQueue:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- the API a front end uses --------------------------------------------------------------------------------
+    async def submit(self, request: JobRequest) -> Job:
+        """Queue a job (its inputs go to disk first). Raises UserCapError / QueueFullError at the caps."""
+        request.params.check_styles(len(request.styles))
+        job = await self.store.insert(request, per_user_cap=self.config.per_user_cap,
+                                      global_cap=self.config.global_cap)
+        log.info("job %s queued for user %s", job.id, job.requester)
+        await self._publish_positions()
+        self._wake.set()
+        return job
+
+    async def get(self, job_id: str) -> Job:
+        return await self.store.get(job_id)
+
+    async def jobs(self, *states: JobState, requester: str | None = None) -> list[Job]:
+        return await self.store.list(*states, requester=requester)
+
+    async def positions(self) -> dict[str, int]:
+        """1-based place in line of every waiting job, in the order they will start."""
+        waiting = await self.store.list(JobState.QUEUED)
+        last = await self.store.last_served(sorted({j.requester for j in waiting}))
+        order = fair_order([Waiting(j.id, j.requester, j.seq) for j in waiting], last)
+        return {job_id: index + 1 for index, job_id in enumerate(order)}
+
+    async def position(self, job_id: str) -> int | None:
+        """Place in line as the user sees it (1 = next to start), or None when not waiting."""
+        return (await self.positions()).get(job_id)
+
+    async def cancel(self, job_id: str, by: str, *, privileged: bool = False) -> Job:
+        """Cancel a job: a waiting one leaves the queue at once; a running one is stopped (the returned job may
+        still say running: its subscribers see the final state). Only the requester, or a privileged caller
+        (a moderator), may cancel."""
+        job = await self.store.get(job_id)
+        if by != job.requester and not privileged:
+            raise NotAllowedError(job_id)
+        if job.finished:
+            raise JobFinishedError(job_id, job.state.value)
+        await self.store.request_cancel(job_id, by)
+        if job.state == JobState.QUEUED:
+            ended = await self.store.finish(job_id, JobState.CANCELLED, failure=f"cancelled by {by}")
+            if ended is not None:
+                log.info("job %s cancelled while waiting (by %s)", job_id, by)
+                await self._publish(JobUpdate("state", ended))
+                await self._publish_positions()
+                return ended
+            job = await self.store.get(job_id)  # it started meanwhile: stop it below
+        if job.state == JobState.RUNNING:
+            log.info("job %s: cancel requested by %s", job_id, by)
+            task = asyncio.create_task(self.backend.cancel(job_id))
+            self._tasks.append(task)  # keep a reference; exceptions are logged by the loop
+        return job
+
+    async def subscribe(self, job_id: str) -> AsyncIterator[JobUpdate]:
+        """Updates for one job, starting with its current state; ends after the job's final state."""
+        inbox: asyncio.Queue[JobUpdate] = asyncio.Queue()
+        self._subscribers[job_id].add(inbox)
+        try:
+            job = await self.store.get(job_id)
+            yield JobUpdate("state", job, position=await self.position(job_id))
+            if job.finished:
+                return
+            while True:
+                update = await inbox.get()
+                yield update
+                if update.kind == "state" and update.job.finished:
+                    return
+        finally:
+            self._subscribers[job_id].discard(inbox)
+            if not self._subscribers[job_id]:
+                del self._subscribers[job_id]
+
+    def result_bytes(self, job: Job) -> bytes:
+        if job.state != JobState.DONE or job.result_path is None:
+            raise JobFinishedError(job.id, job.state.value)
+        with open(job.result_path, "rb") as fh:
+            return fh.read()
+
+    async def mark_delivered(self, job_id: str) -> bool:
+        """Record that the front end delivered the outcome; False if it was delivered before (do not repeat)."""
+        return await self.store.mark_delivered(job_id)
+
+    async def undelivered(self) -> list[Job]:
+        """Finished jobs whose outcome was not delivered yet (deliver them after a restart)."""
+        return await self.store.undelivered()
+
+    # -- BackendSink: what the backend reports ----------------------------------------------------------------------
+    async def on_started(self, job_id: str) -> None:
+        await self.store.renew([job_id], self.owner, self.config.lease_seconds)
+
+    async def on_progress(self, job_id: str, event: dict[str, Any], preview: bytes | None) -> None:
+        now = time.monotonic()
+        if now - self._progress_saved.get(job_id, 0.0) >= PROGRESS_SAVE_INTERVAL or event.get("kind") != "iteration":
+            self._progress_saved[job_id] = now
+            await self.store.save_progress(job_id, event)
+        if job_id in self._subscribers:
+            job = await self.store.get(job_id)
+            await self._publish(JobUpdate("progress", job, event=ProgressEvent.from_dict(event), preview=preview))
+
+    async def on_done(self, job_id: str, result: JobResult) -> None:
+        path = self.store.write_result(job_id, result.image, _EXTENSIONS[result.format])
+        meta = result.to_dict()
+        meta.pop("image")
+        await self._end(job_id, JobState.DONE, result=meta, result_path=str(path))
+
+    async def on_failed(self, job_id: str, reason: str, *, retry: bool) -> None:
+        self._owned.discard(job_id)
+        if retry:
+            job = await self.store.requeue(job_id, reason, self.config.max_attempts)
+            if job is not None:
+                log.warning("job %s: %s; %s", job_id, reason,
+                            "back in the queue" if job.state == JobState.QUEUED else job.failure)
+                await self._publish(JobUpdate("state", job))
+                await self._publish_positions()
+            self._wake.set()
+            return
+        await self._end(job_id, JobState.FAILED, failure=reason)
+
+    async def on_cancelled(self, job_id: str) -> None:
+        job = await self.store.get(job_id)
+        await self._end(job_id, JobState.CANCELLED, failure=f"cancelled by {job.cancel_requested_by or 'the system'}")
+
+    async def _end(self, job_id: str, state: JobState, **fields: Any) -> None:
+        self._owned.discard(job_id)
+        self._progress_saved.pop(job_id, None)
+        job = await self.store.finish(job_id, state, **fields)
+        if job is None:
+            return  # already ended (e.g. cancelled while the result was on its way)
+        log.info("job %s %s%s", job_id, state.value, f": {job.failure}" if job.failure else "")
+        await self._publish(JobUpdate("state", job))
+        self._wake.set()
+
+    # -- internals ---------------------------------------------------------------------------------------------------
+    async def _publish(self, update: JobUpdate) -> None:
+        for inbox in list(self._subscribers.get(update.job.id, ())):
+            inbox.put_nowait(update)
+
+    async def _publish_positions(self) -> None:
+        positions = await self.positions()
+        changed = {job_id: pos for job_id, pos in positions.items() if self._positions.get(job_id) != pos}
+        self._positions = positions
+        for job_id, pos in changed.items():
+            if job_id in self._subscribers:
+                await self._publish(JobUpdate("position", await self.store.get(job_id), position=pos))
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+            self._wake.clear()
+            try:
+                await self._dispatch_ready()
+            except Exception:
+                log.exception("dispatching failed; retrying in a second")
+
+    async def _dispatch_ready(self) -> None:
+        started = False
+        while self.backend.free_slots() > 0:
+            positions = await self.positions()
+            if not positions:
+                break
+            job_id = min(positions, key=positions.__getitem__)
+            job = await self.store.claim(job_id, self.owner, self.config.lease_seconds)
+            if job is None:
+                continue  # cancelled or taken meanwhile
+            self._owned.add(job.id)
+            try:
+                content, styles = self.store.read_inputs(job)
+            except OSError as exc:
+                await self._end(job.id, JobState.FAILED, failure=f"the job's input files are gone ({exc})")
+                continue
+            payload = WorkPayload(job_id=job.id, params=job.params, content=content, styles=styles,
+                                  output_format=job.output_format, max_output_bytes=job.max_output_bytes,
+                                  preview_interval=self.config.preview_interval_seconds)
+            log.info("job %s started (attempt %d)", job.id, job.attempts)
+            await self._publish(JobUpdate("state", job))
+            await self.backend.dispatch(payload)
+            started = True
+        if started:
+            await self._publish_positions()
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_seconds)
+            try:
+                await self.store.renew(sorted(self._owned), self.owner, self.config.lease_seconds)
+            except Exception:
+                log.exception("lease renewal failed")
+
+    async def _reaper_loop(self) -> None:
+        last_purge = 0.0
+        while True:
+            await asyncio.sleep(REAPER_INTERVAL)
+            try:
+                for job_id in await self.store.expired_leases(time.time()):
+                    if job_id in self._owned:
+                        continue  # ours: the heartbeat renews it
+                    job = await self.store.requeue(job_id, "its worker stopped responding", self.config.max_attempts)
+                    if job is not None:
+                        log.warning("job %s: lease expired; %s", job_id,
+                                    "back in the queue" if job.state == JobState.QUEUED else job.failure)
+                        await self._publish(JobUpdate("state", job))
+                        self._wake.set()
+                if time.monotonic() - last_purge > PURGE_INTERVAL:
+                    last_purge = time.monotonic()
+                    removed = await self.store.purge(time.time() - self.config.retention_hours * 3600)
+                    if removed:
+                        log.info("retention: removed %d finished job(s) and their files", removed)
+            except Exception:
+                log.exception("lease check failed")

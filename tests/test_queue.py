@@ -1,0 +1,162 @@
+"""The job queue end to end with the embedded executor (thread workers, real engine at test sizes, real SQLite):
+fairness, positions, cancellation, failures, and a SIGKILLed process whose work a new process finishes."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from nst_core import StyleParams
+from nst_jobs import JobFinishedError, JobRequest, JobState, NotAllowedError, QueueConfig
+from nst_jobs.queue import JobQueue
+
+QUICK = StyleParams(size=64, iterations=6, scales=1, device="cpu", seed=1)
+LONG = StyleParams(size=96, iterations=400, scales=1, device="cpu", seed=1, early_stop=0.0)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> QueueConfig:
+    return QueueConfig(data_dir=tmp_path / "data", executor="thread", devices=("cpu",), per_user_cap=10,
+                       lease_seconds=5.0, heartbeat_seconds=1.0, cancel_grace_seconds=5.0)
+
+
+def _request(user: str, params: StyleParams, content: bytes, style: bytes) -> JobRequest:
+    return JobRequest(params=params, content=content, styles=(style,), requester=user, channel_id="7")
+
+
+async def _wait_finished(queue: JobQueue, job_id: str, timeout: float = 60.0):
+    async def until_done():
+        async for update in queue.subscribe(job_id):
+            if update.kind == "state" and update.job.finished:
+                return update.job
+        return await queue.get(job_id)
+
+    return await asyncio.wait_for(until_done(), timeout)
+
+
+async def _wait_running(queue: JobQueue, job_id: str, timeout: float = 30.0) -> None:
+    """Until the job reports progress (it is really optimising, not just claimed)."""
+    async def until_progress():
+        async for update in queue.subscribe(job_id):
+            if update.kind == "progress":
+                return
+
+    await asyncio.wait_for(until_progress(), timeout)
+
+
+@pytest.mark.asyncio
+async def test_a_user_with_one_job_is_not_starved_by_a_user_with_five(config, content_bytes, style_bytes):
+    async with JobQueue(config) as queue:
+        first = await queue.submit(_request("A", LONG.replace(iterations=40), content_bytes, style_bytes))
+        a_jobs = [await queue.submit(_request("A", QUICK, content_bytes, style_bytes)) for _ in range(4)]
+        b_job = await queue.submit(_request("B", QUICK, content_bytes, style_bytes))
+        # while A's first job runs, B is next in line and A's others wait behind it, in their order
+        positions = await queue.positions()
+        assert positions[b_job.id] == 1
+        assert [positions[j.id] for j in a_jobs] == [2, 3, 4, 5]
+        for job in [first, *a_jobs, b_job]:
+            assert (await _wait_finished(queue, job.id)).state == JobState.DONE
+        started = sorted(await queue.jobs(), key=lambda j: j.dispatch_seq)
+        assert [j.id for j in started][:2] == [first.id, b_job.id]
+
+
+@pytest.mark.asyncio
+async def test_subscriber_sees_position_progress_and_a_decodable_result(config, content_bytes, style_bytes):
+    async with JobQueue(config) as queue:
+        blocker = await queue.submit(_request("A", LONG.replace(iterations=30), content_bytes, style_bytes))
+        job = await queue.submit(_request("B", QUICK.replace(iterations=20), content_bytes, style_bytes))
+        updates = []
+        async for update in queue.subscribe(job.id):
+            updates.append(update)
+        kinds = [u.kind for u in updates]
+        assert updates[0].kind == "state" and updates[0].position == 1  # waiting behind the blocker
+        assert [u.job.state for u in updates if u.kind == "state"][-2:] == [JobState.RUNNING, JobState.DONE]
+        progress = [u.event for u in updates if u.kind == "progress"]
+        assert progress and progress[-1].iteration == 20 and "total" in progress[-1].losses
+        assert kinds[-1] == "state"
+        done = updates[-1].job
+        image = Image.open(io.BytesIO(queue.result_bytes(done)))
+        assert image.format == "PNG" and image.size == (64, 43)
+        assert done.result["iterations"] == 20 and done.result["params"]["seed"] == 1
+        assert (await _wait_finished(queue, blocker.id)).state == JobState.DONE
+
+
+@pytest.mark.asyncio
+async def test_cancel_waiting_and_running_jobs(config, content_bytes, style_bytes):
+    async with JobQueue(config) as queue:
+        running = await queue.submit(_request("A", LONG, content_bytes, style_bytes))
+        waiting = await queue.submit(_request("A", QUICK, content_bytes, style_bytes))
+        with pytest.raises(NotAllowedError, match="not yours to cancel"):
+            await queue.cancel(waiting.id, by="B")
+        cancelled = await queue.cancel(waiting.id, by="A")
+        assert cancelled.state == JobState.CANCELLED and await queue.position(waiting.id) is None
+
+        await _wait_running(queue, running.id)
+        asked = time.monotonic()
+        await queue.cancel(running.id, by="moderator", privileged=True)
+        final = await _wait_finished(queue, running.id, timeout=10)
+        assert final.state == JobState.CANCELLED and final.failure == "cancelled by moderator"
+        assert time.monotonic() - asked < 1.5  # stops within an iteration or so at test sizes
+        with pytest.raises(JobFinishedError, match="already cancelled"):
+            await queue.cancel(running.id, by="A")
+        # the worker is free again
+        after = await queue.submit(_request("A", QUICK, content_bytes, style_bytes))
+        assert (await _wait_finished(queue, after.id)).state == JobState.DONE
+
+
+@pytest.mark.asyncio
+async def test_a_bad_image_fails_once_with_a_message_for_the_user(config, style_bytes):
+    async with JobQueue(config) as queue:
+        job = await queue.submit(_request("A", QUICK, b"definitely not a picture", style_bytes))
+        final = await _wait_finished(queue, job.id)
+        assert final.state == JobState.FAILED and final.attempts == 1
+        assert final.failure.startswith("content image is not an image")
+
+
+def _db_state(data_dir: Path) -> list[tuple[str, str, int, str | None]]:
+    with sqlite3.connect(data_dir / "jobs.sqlite3") as db:
+        return db.execute("SELECT id, state, attempts, progress FROM jobs ORDER BY seq").fetchall()
+
+
+def test_sigkill_mid_job_loses_nothing_and_delivers_each_result_once(tmp_path: Path):
+    data_dir, deliveries = tmp_path / "data", tmp_path / "deliveries.txt"
+    runner = [sys.executable, str(Path(__file__).parent / "queue_runner.py"), str(data_dir), str(deliveries)]
+    specs = [{"user": "A", "params": LONG.replace(iterations=150).to_dict()}] + [
+        {"user": "A", "params": QUICK.to_dict()} for _ in range(3)]
+    first = subprocess.Popen([*runner, json.dumps(specs)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until the long job is running and has reported progress
+            rows = _db_state(data_dir) if (data_dir / "jobs.sqlite3").exists() else []
+            if len(rows) == 4 and rows[0][1] == "running" and rows[0][3] is not None:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the first job never started: " + first.stdout.read() if first.stdout else "")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    ids = [row[0] for row in _db_state(data_dir)]
+    assert _db_state(data_dir)[0][1] == "running"  # killed mid-job: the row still says running
+
+    second = subprocess.run(runner, capture_output=True, text=True, timeout=180)
+    assert second.returncode == 0, second.stdout + second.stderr
+    rows = _db_state(data_dir)
+    assert [row[1] for row in rows] == ["done"] * 4
+    assert rows[0][2] == 2  # the interrupted job ran a second time, counted as an attempt
+    delivered = deliveries.read_text().split("\n")[:-1]
+    assert delivered == [f"{job_id} done" for job_id in ids]  # each once, in submission order
