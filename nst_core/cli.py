@@ -6,6 +6,7 @@ accept the same values and reject bad ones with the same message. Nothing is val
 already validates; the CLI only checks what is its own (file paths, the output extension, its own options).
 
     nst stylize photo.jpg painting.jpg -o out.png [--preset fast] [--size 768] [--seed 7] ...
+    nst stylize photo.jpg painting.jpg -o out.png --broker redis://HOST:6379/0   (run on an nst-worker)
     nst info [--weights SPEC]
 
 Torch is imported only inside the commands that need it, so `nst --help` and argument errors are instant.
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
     from nst_core.progress import ProgressEvent
+    from nst_core.result import JobResult
 
 __all__ = ["OUTPUT_FORMATS", "CLIError", "build_params", "build_parser", "main", "output_format_for"]
 
@@ -148,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="every N iterations also write the current image next to OUT, as STEM-NNNN.png "
                               "(STEM: OUT's name without its extension)")
     stylize.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no progress messages")
+    stylize.add_argument("--broker", default=None, metavar="URL",
+                         help="do not run here: send the job to the nst-worker processes of this Redis broker "
+                              "(redis://HOST:6379/0) and wait for the result; Ctrl-C cancels it there")
     params = stylize.add_argument_group("parameters", "Unset parameters take the preset's value.")
     params.add_argument("--preset", default=DEFAULT_PRESET, metavar="{" + ",".join(PRESETS) + "}",
                         help="quality preset: " + "; ".join(
@@ -339,6 +344,101 @@ class _CancelFlag:
             self.installed = False
 
 
+#: With --broker: seconds a Ctrl-C'd job gets to stop on the worker before it is killed.
+_BROKER_CANCEL_GRACE = 10.0
+#: With --broker: say so when no worker has taken the job after this many seconds.
+_BROKER_WAIT_NOTICE = 5.0
+
+
+def _run_on_broker(url: str, params: StyleParams, content: bytes, styles: list[bytes], *, output_format: str,
+                   max_output_bytes: int | None, progress: _Progress, cancel: _CancelFlag,
+                   paths: dict[str, str]) -> JobResult:
+    """Send the job to the Celery workers of `url` and wait for it, feeding `progress` from its PROGRESS events."""
+    import uuid
+
+    from nst_core.progress import ProgressEvent
+    from nst_core.result import JobResult
+    from nst_jobs.work import WorkPayload
+
+    try:
+        from kombu.exceptions import OperationalError
+        from redis import RedisError
+
+        from nst_jobs import celery_app as cq
+    except ImportError as exc:
+        raise CLIError(f"--broker needs Celery and redis ({exc}); install them with: pip install "
+                       "'nst-discord[scale]'") from None
+
+    cq.ping_broker(url)  # BrokerUnavailableError (an NSTError) names the URL without its password
+    app = cq.make_celery(url)
+    client = cq.redis_client(url)
+    payload = WorkPayload(job_id=uuid.uuid4().hex, params=params.to_dict(), content=content, styles=tuple(styles),
+                          output_format=output_format, max_output_bytes=max_output_bytes)
+    job_id = payload.job_id
+    run, seq, iteration = None, 0, 0
+    sent = time.monotonic()
+    cancel_sent: float | None = None
+    said_waiting = False
+    try:
+        app.tasks[cq.TASK_NAME].apply_async(args=[payload.to_dict()], task_id=job_id, queue=cq.QUEUE)
+        while True:
+            meta = app.backend.get_task_meta(job_id)
+            state, info = meta.get("status"), meta.get("result")
+            now = time.monotonic()
+            if cancel():  # Ctrl-C: the cancel key and a revoke; the worker stops within an iteration
+                if cancel_sent is None:
+                    cq.request_cancel(app, client, job_id)
+                    cancel_sent = now
+                if state == "PENDING":  # no worker has it: the key keeps it from ever running
+                    raise JobCancelled(iteration)
+                if now - cancel_sent > _BROKER_CANCEL_GRACE:
+                    app.control.revoke(job_id, terminate=True, signal="SIGKILL")
+                    raise JobCancelled(iteration)
+            if state == "PROGRESS" and isinstance(info, dict):
+                if info.get("run") != run:  # the first event, or the job started over on another worker
+                    run, seq = info.get("run"), 0
+                if info["seq"] > seq:
+                    for notice in info.get("notices") or []:
+                        if seq < notice["seq"] < info["seq"]:
+                            progress(ProgressEvent.from_dict(notice["event"]))
+                    event = ProgressEvent.from_dict(info["event"])
+                    progress(event)
+                    seq, iteration = info["seq"], event.iteration
+            elif state == "PENDING" and not said_waiting and now - sent > _BROKER_WAIT_NOTICE:
+                progress.say(f"waiting for a worker on {cq.redact_url(url)} (start one with nst-worker)")
+                said_waiting = True
+            elif state == "SUCCESS" and isinstance(info, dict):
+                if info.get("status") == "done":
+                    return JobResult.from_dict(info["result"])
+                if info.get("status") == "cancelled":
+                    if cancel_sent is not None:
+                        raise JobCancelled(iteration)
+                    raise CLIError(f"job {job_id} was cancelled on the worker")
+                raise CLIError(_name_path_text(str(info.get("reason") or "the job failed"), paths))
+            elif state == "FAILURE":
+                if type(info).__name__ == "TimeLimitExceeded":
+                    raise CLIError(f"job {job_id} ran past the worker's time limit and was stopped")
+                raise CLIError(f"the worker failed: {type(info).__name__}: {info}")
+            elif state == "REVOKED":
+                if cancel_sent is not None:
+                    raise JobCancelled(iteration)
+                raise CLIError(f"job {job_id} was cancelled on the worker")
+            time.sleep(0.2)
+    except (RedisError, OperationalError, OSError) as exc:
+        raise CLIError(f"lost the connection to the broker at {cq.redact_url(url)} ({exc})") from None
+    finally:
+        client.close()
+        app.close()
+
+
+def _name_path_text(message: str, paths: dict[str, str]) -> str:
+    """`_name_path` for a worker's error message (only its text crosses the broker)."""
+    for role in sorted(paths, key=len, reverse=True):
+        if message.startswith(f"{role} image "):
+            return _name_path(ImageError(message, role=role), paths)
+    return message
+
+
 def _cmd_stylize(args: argparse.Namespace) -> int:
     params = build_params(args)
     params.check_styles(len(args.styles))
@@ -346,6 +446,8 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         raise CLIError(f"--max-bytes {args.max_bytes} is not allowed; give a positive number of bytes")
     if args.save_every is not None and args.save_every < 1:
         raise CLIError(f"--save-every {args.save_every} is not allowed; give a positive number of iterations")
+    if args.save_every is not None and args.broker:
+        raise CLIError("--save-every needs the job to run here; it cannot be combined with --broker")
     output = Path(args.output)
     output_format = output_format_for(output)
     _check_output(output)
@@ -356,17 +458,26 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     progress = _Progress(params.iterations, quiet=args.quiet, output=output, save_every=args.save_every)
     with _CancelFlag() as cancel:
         try:
-            from nst_core.job import run_job  # torch: only now
+            if args.broker:
+                result = _run_on_broker(args.broker, params, content, styles, output_format=output_format,
+                                        max_output_bytes=args.max_bytes, progress=progress, cancel=cancel,
+                                        paths=paths)
+            else:
+                from nst_core.job import run_job  # torch: only now
 
-            result = run_job(params, content, styles, progress=progress, should_cancel=cancel,
-                             output_format=output_format, max_output_bytes=args.max_bytes)
+                result = run_job(params, content, styles, progress=progress, should_cancel=cancel,
+                                 output_format=output_format, max_output_bytes=args.max_bytes)
         except ImageError as exc:
             raise CLIError(_name_path(exc, paths)) from None
         finally:
             progress.close()
         if cancel():
             raise JobCancelled(result.iterations)
+    return _write_result(result, output, output_format, progress)
 
+
+def _write_result(result: JobResult, output: Path, output_format: str, progress: _Progress) -> int:
+    """Print the notes not shown yet, write the image and the one `wrote` line (local and --broker runs)."""
     for note in result.notes:
         if note not in progress.shown:
             print(f"{PROG}: {note}", file=sys.stderr)

@@ -65,11 +65,18 @@ def _jpeg(event: ProgressEvent) -> bytes | None:
     return buf.getvalue()
 
 
-def perform(payload: WorkPayload, *, report: Report, should_cancel: CancelCheck | None = None) -> JobResult:
-    """Run one job. Raises what `run_job` raises (NSTError subclasses, JobCancelled)."""
+def perform(payload: WorkPayload, *, report: Report, should_cancel: CancelCheck | None = None,
+            device: str = "auto") -> JobResult:
+    """Run one job on the worker's `device`. Raises what `run_job` raises (NSTError subclasses, JobCancelled).
+
+    A worker bound to a device ('cuda:1') runs every job there: which GPU is a deployment choice, so it wins over the
+    job's own `device` parameter; a worker on 'auto' leaves the job's choice alone.
+    """
     from nst_core.job import run_job  # torch lives in the worker only
 
     params = StyleParams.from_dict(payload.params)
+    if device != "auto":
+        params = params.replace(device=device)
     last_report = 0.0
     last_preview = time.monotonic()  # the first preview comes after one interval, not at iteration 1
 
@@ -91,13 +98,25 @@ def perform(payload: WorkPayload, *, report: Report, should_cancel: CancelCheck 
 
 
 def warm_up(device: str = "auto") -> None:
-    """Load torch, the weights and the optimiser code once, so a worker's first job starts as fast as the rest."""
+    """Load torch, the weights and the optimiser code once, so a worker's first job starts as fast as the rest.
+
+    One tiny step of each optimiser runs too: the first `step()` imports ~900 modules (about a second).
+    """
+    import torch
+
     from nst_core.device import resolve_placement
-    from nst_core.optimize import image_to_tensor  # noqa: F401 - imports the engine
-    from nst_core.params import StyleParams as _Params
     from nst_core.vgg import get_feature_extractor
 
-    params = _Params(device=device)
+    params = StyleParams(device=device)
     placement = resolve_placement(params.device, params.precision)
     layers = tuple(dict.fromkeys(params.content_layers + params.style_layers))
     get_feature_extractor(params.weights, layers, params.pooling, str(placement.device), placement.channels_last)
+    x = torch.zeros(4, requires_grad=True)
+    for optimizer in (torch.optim.LBFGS([x], max_iter=1), torch.optim.Adam([x])):
+        def closure(optimizer: torch.optim.Optimizer = optimizer) -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = (x - 1).pow(2).sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)

@@ -87,7 +87,7 @@ async def test_subscriber_sees_position_progress_and_a_decodable_result(config, 
         assert kinds[-1] == "state"
         done = updates[-1].job
         image = Image.open(io.BytesIO(queue.result_bytes(done)))
-        assert image.format == "PNG" and image.size == (64, 43)
+        assert image.format == "PNG" and image.size == (64, 42)
         assert done.result["iterations"] == 20 and done.result["params"]["seed"] == 1
         assert (await _wait_finished(queue, blocker.id)).state == JobState.DONE
 

@@ -1,0 +1,93 @@
+"""The `nst-worker` command: one Celery worker for the `nst` queue.
+
+    nst-worker --broker redis://HOST:6379/0 --device cuda:0
+
+Run one nst-worker per GPU, each with its own `--device cuda:N` (and, on one machine, its own `--hostname`): a worker
+runs one job at a time by default (`--concurrency 1`), because one optimisation fills a GPU. The device given here
+wins over the job's `device` parameter. `--time-limit` must stay below `--visibility-timeout`, and every worker and
+the bot must agree on the visibility timeout (the broker hands a job out again when it passes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+PROG = "nst-worker"
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Run a Celery worker that takes style-transfer jobs from the 'nst' queue. "
+                               "Run one per GPU, each with its own --device cuda:N.")
+    parser.add_argument("--broker", required=True, metavar="URL",
+                        help="Redis URL of the broker and result backend, e.g. redis://HOST:6379/0")
+    parser.add_argument("--device", default="auto",
+                        help="device for every job of this worker: auto, cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--concurrency", type=int, default=1, metavar="N",
+                        help="jobs at once (worker processes); keep 1 per GPU (default: 1)")
+    parser.add_argument("--time-limit", type=int, default=1800, metavar="S",
+                        help="kill a job after S seconds (default: 1800)")
+    parser.add_argument("--visibility-timeout", type=int, default=3600, metavar="S",
+                        help="the broker hands an unfinished job to another worker after S seconds; must be above "
+                             "--time-limit and the same for every worker (default: 3600)")
+    parser.add_argument("--hostname", default=None, metavar="NAME",
+                        help="worker name, unique per worker (default: nst-DEVICE@%%h)")
+    parser.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error", "critical"],
+                        help="log level (default: info)")
+    return parser
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.concurrency < 1:
+        raise ValueError(f"--concurrency {args.concurrency} is not allowed; give 1 or more")
+    if args.time_limit < 1:
+        raise ValueError(f"--time-limit {args.time_limit} is not allowed; give a positive number of seconds")
+    if args.time_limit >= args.visibility_timeout:
+        raise ValueError(f"--time-limit {args.time_limit} must be below --visibility-timeout "
+                         f"{args.visibility_timeout}, or a long job runs twice at once")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `nst-worker`; returns the exit status (2: bad option or unreachable broker)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(None if argv is None else list(argv))
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        _check(args)
+    except ValueError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    from nst_jobs.celery_app import QUEUE, BrokerUnavailableError, make_celery, ping_broker
+
+    try:
+        ping_broker(args.broker)
+    except BrokerUnavailableError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    # The worker processes read these (and `celery -A nst_jobs.celery_app` would build the same app from them).
+    os.environ["NST_BROKER_URL"] = args.broker
+    os.environ["NST_DEVICE"] = args.device
+    os.environ["NST_TIME_LIMIT"] = str(args.time_limit)
+    os.environ["NST_VISIBILITY_TIMEOUT"] = str(args.visibility_timeout)
+    app = make_celery(args.broker, time_limit=args.time_limit, visibility_timeout=args.visibility_timeout)
+    hostname = args.hostname or f"nst-{re.sub(r'[^A-Za-z0-9]+', '', args.device)}@%h"
+    status = app.start(argv=[
+        "worker", "--pool", "prefork", "--concurrency", str(args.concurrency), "-Q", QUEUE,
+        "--prefetch-multiplier", "1", "-n", hostname, "-l", args.loglevel,
+    ])  # what app.worker_main() does, but keeping the worker's exit status
+    return status if isinstance(status, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

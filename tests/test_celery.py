@@ -1,0 +1,483 @@
+"""The Celery backend against a real redis-server and real Celery worker processes, tiny CPU jobs.
+
+What a user of the bot (or of `nst stylize --broker`) would notice: a job sent to a worker comes back with progress
+and a picture; a worker killed mid-job does not lose the job (another worker finishes it, and the result arrives
+once); cancel stops a running job within seconds and a queued one never runs; a result that arrived while the bot
+was down is still delivered; a mistyped broker gives one clear line.
+
+Workers get a 12 s visibility timeout (11 s time limit) so a killed worker's job comes back quickly, and one torch
+thread each (2 cores shared by everything).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from PIL import Image
+from redis_server import free_port, redis_url  # noqa: F401 - the fixture
+
+from nst_core.params import StyleParams
+from nst_core.result import JobResult
+from nst_jobs.celery_app import BrokerUnavailableError, cancel_key, make_celery
+from nst_jobs.celery_backend import CeleryBackend
+from nst_jobs.config import QueueConfig
+from nst_jobs.work import WorkPayload
+
+pytestmark = pytest.mark.timeout(180)
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).parent / "data"
+CONTENT = DATA / "chelsea_128.png"
+STARRY = DATA / "starry_night_128.jpg"
+VISIBILITY_TIMEOUT = 12
+TIME_LIMIT = 11
+
+
+# ---- workers ----------------------------------------------------------------------------------------------------
+
+
+class Worker:
+    """One `celery -A nst_jobs.celery_app worker` process group (main process + one prefork child)."""
+
+    def __init__(self, name: str, broker: str, log: Path) -> None:
+        self.name = name
+        self.log = log
+        env = {**os.environ, "NST_BROKER_URL": broker, "NST_DEVICE": "cpu",
+               "NST_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT), "NST_TIME_LIMIT": str(TIME_LIMIT),
+               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "nst_jobs.celery_app", "worker", "--pool", "prefork",
+                 "--concurrency", "1", "-Q", "nst", "--prefetch-multiplier", "1", "-n", f"{name}@%h",
+                 "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"worker {self.name} exited with {self.proc.returncode}:\n{self.text()[-3000:]}")
+            if " ready." in self.text():
+                return
+            time.sleep(0.1)
+        pytest.fail(f"worker {self.name} not ready after {timeout} s:\n{self.text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and children), like a machine that dies."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+
+class Workers:
+    def __init__(self, broker: str, folder: Path) -> None:
+        self.broker = broker
+        self.folder = folder
+        self.all: list[Worker] = []
+        self.current: Worker | None = None
+
+    def start(self, name: str) -> Worker:
+        worker = Worker(name, self.broker, self.folder / f"{name}.log")
+        self.all.append(worker)
+        worker.wait_ready()
+        self.current = worker
+        return worker
+
+    def ensure(self) -> Worker:
+        if self.current is None or self.current.proc.poll() is not None:
+            return self.start(f"w{len(self.all) + 1}")
+        return self.current
+
+    def stop_all(self) -> None:
+        for worker in self.all:
+            if worker.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(worker.proc.pid, signal.SIGKILL)
+                worker.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def workers(redis_url, tmp_path_factory):  # noqa: F811
+    redis.Redis.from_url(redis_url).flushdb()
+    pool = Workers(redis_url, tmp_path_factory.mktemp("workers"))
+    try:
+        yield pool
+    finally:
+        pool.stop_all()
+
+
+@pytest.fixture
+def worker(workers) -> Worker:
+    return workers.ensure()
+
+
+# ---- helpers ----------------------------------------------------------------------------------------------------
+
+
+def payload(size: int = 64, iterations: int = 40, *, content: bytes | None = None) -> WorkPayload:
+    params = StyleParams(size=size, iterations=iterations, scales=1, device="cpu", seed=1).to_dict()
+    return WorkPayload(job_id=uuid.uuid4().hex, params=params,
+                       content=CONTENT.read_bytes() if content is None else content,
+                       styles=(STARRY.read_bytes(),))
+
+
+def config(broker: str, tmp_path: Path, **overrides: Any) -> QueueConfig:
+    return QueueConfig(data_dir=tmp_path, backend="celery", broker_url=broker,
+                       celery_visibility_timeout_seconds=VISIBILITY_TIMEOUT, celery_time_limit_seconds=TIME_LIMIT,
+                       **overrides)
+
+
+class RecordingSink:
+    """Records every call the backend makes, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any]] = []
+
+    async def on_started(self, job_id: str) -> None:
+        self.calls.append(("started", job_id, None))
+
+    async def on_progress(self, job_id: str, event: dict[str, Any], preview: bytes | None) -> None:
+        self.calls.append(("progress", job_id, event))
+
+    async def on_done(self, job_id: str, result: JobResult) -> None:
+        self.calls.append(("done", job_id, result))
+
+    async def on_failed(self, job_id: str, reason: str, *, retry: bool) -> None:
+        self.calls.append(("failed", job_id, (reason, retry)))
+
+    async def on_cancelled(self, job_id: str) -> None:
+        self.calls.append(("cancelled", job_id, None))
+
+    def of(self, kind: str, job_id: str) -> list[Any]:
+        return [data for k, j, data in self.calls if k == kind and j == job_id]
+
+    def ends(self, job_id: str) -> list[str]:
+        return [k for k, j, _ in self.calls if j == job_id and k in ("done", "failed", "cancelled")]
+
+    async def wait_for(self, kind: str, job_id: str, timeout: float) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while not self.of(kind, job_id):
+            ends = self.ends(job_id)
+            if ends and kind not in ends:
+                pytest.fail(f"waiting for {kind} of {job_id}, got {self.calls[-1]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {kind} for {job_id} within {timeout} s; calls: {[c[:2] for c in self.calls]}")
+            await asyncio.sleep(0.05)
+        return self.of(kind, job_id)
+
+
+def assert_png(result: JobResult, longest: int) -> None:
+    assert result.format == "png"
+    with Image.open(io.BytesIO(result.image)) as image:
+        assert image.format == "PNG"
+        assert max(image.size) == longest
+        assert image.size == (result.width, result.height)
+
+
+def one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+# ---- a mistyped broker: one clear line, no password ---------------------------------------------------------------
+
+
+def test_nst_worker_with_unreachable_broker_exits_2_with_one_line():
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    proc = subprocess.run([sys.executable, "-m", "nst_jobs.worker_cli", "--broker", url], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT, check=False)
+    assert proc.returncode == 2, proc.stderr
+    line = one_line(proc.stderr)
+    assert line.startswith("nst-worker: error: cannot reach the broker at redis://127.0.0.1:")
+    assert "hunter2" not in proc.stderr
+
+
+def test_nst_stylize_with_unreachable_broker_exits_2_with_one_line(tmp_path):
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    out = tmp_path / "out.png"
+    proc = subprocess.run([sys.executable, "-m", "nst_core", "stylize", CONTENT, STARRY, "-o", out, "--broker", url],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert one_line(proc.stderr).startswith("nst: error: cannot reach the broker at redis://127.0.0.1:")
+    assert "hunter2" not in proc.stderr
+    assert not out.exists()
+
+
+def test_celery_backend_with_unreachable_broker_fails_to_start_with_a_clear_message(tmp_path):
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+
+    async def scenario() -> None:
+        backend = CeleryBackend(config(url, tmp_path))
+        try:
+            with pytest.raises(BrokerUnavailableError) as caught:
+                await backend.start(RecordingSink())
+        finally:
+            await backend.close()
+        assert str(caught.value).startswith("cannot reach the broker at redis://127.0.0.1:")
+        assert "hunter2" not in str(caught.value)
+
+    asyncio.run(scenario())
+
+
+# ---- CeleryBackend with a worker -----------------------------------------------------------------------------------
+
+
+def test_worker_runs_a_job_with_progress_and_returns_the_picture(worker, redis_url, tmp_path):  # noqa: F811
+    async def scenario() -> None:
+        backend = CeleryBackend(config(redis_url, tmp_path), poll_interval=0.2)
+        sink = RecordingSink()
+        await backend.start(sink)
+        try:
+            job = payload(64, 40)
+            assert backend.free_slots() == 2
+            await backend.dispatch(job)
+            assert backend.free_slots() == 1
+            (result,) = await sink.wait_for("done", job.job_id, 60)
+            assert backend.free_slots() == 2
+        finally:
+            await backend.close()
+        assert_png(result, 64)
+        assert result.iterations == 40
+        assert result.device == "cpu"
+        assert len(sink.of("started", job.job_id)) == 1
+        iterations = [e["iteration"] for e in sink.of("progress", job.job_id) if e["kind"] == "iteration"]
+        assert len(set(iterations)) >= 3, iterations
+        assert iterations == sorted(iterations)
+        assert iterations[-1] <= 40  # the last one may be overtaken by the result
+        assert sink.ends(job.job_id) == ["done"]
+        kinds = [k for k, j, _ in sink.calls if j == job.job_id]
+        assert kinds[0] == "started"
+
+    asyncio.run(scenario())
+
+
+def test_a_bad_image_fails_once_with_a_message_for_the_user(worker, redis_url, tmp_path):  # noqa: F811
+    async def scenario() -> None:
+        backend = CeleryBackend(config(redis_url, tmp_path), poll_interval=0.2)
+        sink = RecordingSink()
+        await backend.start(sink)
+        try:
+            job = payload(content=b"this is not an image at all")
+            await backend.dispatch(job)
+            ((reason, retry),) = await sink.wait_for("failed", job.job_id, 30)
+        finally:
+            await backend.close()
+        assert retry is False
+        assert "content" in reason
+        assert sink.ends(job.job_id) == ["failed"]
+
+    asyncio.run(scenario())
+
+
+def test_cancel_stops_a_running_job_and_a_queued_one_never_runs(worker, redis_url, tmp_path):  # noqa: F811
+    app = make_celery(redis_url, time_limit=TIME_LIMIT, visibility_timeout=VISIBILITY_TIMEOUT)
+
+    async def scenario() -> tuple[str, str]:
+        backend = CeleryBackend(config(redis_url, tmp_path, cancel_grace_seconds=8), poll_interval=0.2)
+        sink = RecordingSink()
+        await backend.start(sink)
+        try:
+            running, queued = payload(96, 300), payload(64, 8)
+            await backend.dispatch(running)
+            await backend.dispatch(queued)  # one worker process, prefetch 1: this one waits in Redis
+            await sink.wait_for("progress", running.job_id, 60)
+
+            await backend.cancel(queued.job_id)
+            # usually at once (no worker had taken it); if a worker had just taken it, within an iteration
+            await sink.wait_for("cancelled", queued.job_id, 5)
+            assert sink.ends(queued.job_id) == ["cancelled"]
+            started = time.monotonic()
+            await backend.cancel(running.job_id)
+            assert time.monotonic() - started < 2  # cancel() itself does not wait for the worker
+            await sink.wait_for("cancelled", running.job_id, 5)
+            took = time.monotonic() - started
+            assert sink.ends(running.job_id) == ["cancelled"]
+            assert took < 5, f"cancel took {took:.1f} s: the job did not stop cooperatively"
+            assert backend.free_slots() == 2
+            progress_seen = len(sink.of("progress", running.job_id))
+            await asyncio.sleep(1)
+            assert len(sink.of("progress", running.job_id)) == progress_seen
+        finally:
+            await backend.close()
+        return running.job_id, queued.job_id
+
+    running_id, queued_id = asyncio.run(scenario())
+    # The worker is free again and drops the queued job when it reaches it (revoked, or stopped by its cancel key).
+    deadline = time.monotonic() + 30
+    while True:
+        meta = app.backend.get_task_meta(queued_id)
+        if meta["status"] in ("REVOKED", "SUCCESS", "FAILURE"):
+            break
+        assert time.monotonic() < deadline, f"queued job still {meta['status']}"
+        time.sleep(0.2)
+    assert meta["status"] == "REVOKED" or meta["result"] == {"status": "cancelled"}, meta
+    assert app.backend.get_task_meta(running_id)["result"] == {"status": "cancelled"}
+    assert redis.Redis.from_url(redis_url).ttl(cancel_key(running_id)) > 3600
+
+
+def test_a_job_still_running_after_the_grace_period_is_killed_and_not_run_again(worker, redis_url,  # noqa: F811
+                                                                                  tmp_path):
+    async def scenario() -> str:
+        # No grace at all: the hard revoke (SIGKILL of the worker process) races the cooperative stop.
+        backend = CeleryBackend(config(redis_url, tmp_path, cancel_grace_seconds=0), poll_interval=0.2)
+        sink = RecordingSink()
+        await backend.start(sink)
+        try:
+            job = payload(96, 300)
+            await backend.dispatch(job)
+            await sink.wait_for("progress", job.job_id, 60)
+            await backend.cancel(job.job_id)
+            await sink.wait_for("cancelled", job.job_id, 10)
+            await asyncio.sleep(1)
+            assert sink.ends(job.job_id) == ["cancelled"]
+        finally:
+            await backend.close()
+        return job.job_id
+
+    job_id = asyncio.run(scenario())
+    client = redis.Redis.from_url(redis_url)
+    # Acknowledged, not handed back: nothing in the queue or among the unacknowledged messages mentions it.
+    assert not any(job_id.encode() in m for m in client.lrange("nst", 0, -1))
+    assert not any(job_id.encode() in m for m in client.hvals("unacked"))
+
+
+def test_adopt_reports_a_result_that_arrived_while_nobody_was_watching(worker, redis_url, tmp_path):  # noqa: F811
+    app = make_celery(redis_url, time_limit=TIME_LIMIT, visibility_timeout=VISIBILITY_TIMEOUT)
+    job = payload(64, 10)
+    app.tasks["nst.stylize"].apply_async(args=[job.to_dict()], task_id=job.job_id, queue="nst")
+    async_result = app.AsyncResult(job.job_id)
+    deadline = time.monotonic() + 60
+    while async_result.state != "SUCCESS":  # the "bot" is down while the job finishes
+        assert time.monotonic() < deadline, async_result.state
+        time.sleep(0.2)
+    unknown = uuid.uuid4().hex
+
+    async def scenario() -> None:
+        backend = CeleryBackend(config(redis_url, tmp_path), poll_interval=0.2)
+        sink = RecordingSink()
+        await backend.start(sink)
+        try:
+            started = time.monotonic()
+            still_running = await backend.adopt([job.job_id, unknown])
+            assert set(still_running) == {job.job_id, unknown}  # nothing is requeued behind Celery's back
+            (result,) = await sink.wait_for("done", job.job_id, 5)
+            assert time.monotonic() - started < 2
+            assert_png(result, 64)
+            assert backend.free_slots() == 1  # the unknown (PENDING) id is still watched
+            assert sink.ends(unknown) == []
+        finally:
+            await backend.close()
+
+    asyncio.run(scenario())
+
+
+# ---- nst stylize --broker ------------------------------------------------------------------------------------------
+
+
+def test_nst_stylize_with_broker_runs_on_the_worker_and_writes_the_file(worker, redis_url, tmp_path):  # noqa: F811
+    out = tmp_path / "cat.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "nst_core", "stylize", CONTENT, STARRY, "-o", out, "--size", "64", "--iterations", "20",
+         "--scales", "1", "--device", "cpu", "--seed", "5", "--broker", redis_url],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"wrote {out} (") and "20 iterations" in proc.stdout and "seed 5" in proc.stdout
+    with Image.open(out) as image:
+        assert image.format == "PNG"
+        assert max(image.size) == 64
+    assert "Traceback" not in proc.stderr
+    assert "scale 1/1" in proc.stderr  # the same progress bar as a local run
+
+
+def test_ctrl_c_on_nst_stylize_with_broker_cancels_the_job_on_the_worker(worker, redis_url, tmp_path):  # noqa: F811
+    client = redis.Redis.from_url(redis_url)
+    before = set(client.keys("celery-task-meta-*"))
+    out = tmp_path / "cat.png"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nst_core", "stylize", CONTENT, STARRY, "-o", out, "--size", "96", "--iterations",
+         "300", "--scales", "1", "--broker", redis_url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        key = None
+        while key is None:  # wait until the job runs on the worker
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the job never started"
+            for candidate in set(client.keys("celery-task-meta-*")) - before:
+                if b'"PROGRESS"' in (client.get(candidate) or b""):
+                    key = candidate
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "nst: cancelled"
+    assert stdout == ""
+    assert not out.exists()
+    job_id = key.decode().removeprefix("celery-task-meta-")
+    assert client.exists(cancel_key(job_id))
+    app = make_celery(redis_url, time_limit=TIME_LIMIT, visibility_timeout=VISIBILITY_TIMEOUT)
+    deadline = time.monotonic() + 15
+    while app.backend.get_task_meta(job_id)["status"] != "SUCCESS":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert app.backend.get_task_meta(job_id)["result"] == {"status": "cancelled"}
+
+
+# ---- a worker dies mid-job -----------------------------------------------------------------------------------------
+
+
+def test_a_job_whose_worker_is_killed_finishes_on_another_worker_once(workers, redis_url, tmp_path):  # noqa: F811
+    first = workers.ensure()
+    app = make_celery(redis_url, time_limit=TIME_LIMIT, visibility_timeout=VISIBILITY_TIMEOUT)
+
+    async def scenario() -> None:
+        backend = CeleryBackend(config(redis_url, tmp_path), poll_interval=0.2)
+        sink = RecordingSink()
+        await backend.start(sink)
+        try:
+            job = payload(64, 60)
+            await backend.dispatch(job)
+            await sink.wait_for("progress", job.job_id, 60)
+            first.kill()
+            # While no worker is alive, a job is sent and cancelled: the next worker never heard the revoke, the
+            # cancel key alone must keep it from running.
+            orphan = payload(64, 8)
+            await backend.dispatch(orphan)
+            await backend.cancel(orphan.job_id)
+            assert sink.ends(orphan.job_id) == ["cancelled"]
+
+            second = await asyncio.to_thread(workers.start, f"w{len(workers.all) + 1}")
+            (result,) = await sink.wait_for("done", job.job_id, VISIBILITY_TIMEOUT + 60)
+            await asyncio.sleep(1.5)
+        finally:
+            await backend.close()
+        assert app.backend.get_task_meta(orphan.job_id)["result"] == {"status": "cancelled"}
+        assert_png(result, 64)
+        assert result.iterations == 60
+        assert sink.ends(job.job_id) == ["done"]  # once, and no failure for the lost worker
+        assert len(sink.of("started", job.job_id)) == 1
+        assert f"Task nst.stylize[{job.job_id}] succeeded" in second.text()  # the second worker ran it
+
+    asyncio.run(scenario())
+    assert first.proc.returncode == -signal.SIGKILL
