@@ -481,3 +481,47 @@ def test_a_job_whose_worker_is_killed_finishes_on_another_worker_once(workers, r
 
     asyncio.run(scenario())
     assert first.proc.returncode == -signal.SIGKILL
+
+
+def test_the_job_queue_on_the_celery_backend_and_its_restart_reconciliation(worker, redis_url, tmp_path):  # noqa: F811
+    """The same JobQueue API a front end uses, on Celery: submit, progress, result; then a queue process that stops
+    while a job runs and a new one on the same data directory that picks the job's result up from Celery."""
+    from nst_jobs import JobRequest, JobState
+    from nst_jobs.queue import JobQueue
+
+    cfg = config(redis_url, tmp_path, cancel_grace_seconds=5)
+    request = JobRequest(params=StyleParams(size=64, iterations=12, scales=1, device="cpu", seed=1),
+                         content=CONTENT.read_bytes(), styles=(STARRY.read_bytes(),), requester="A")
+
+    async def first() -> tuple[str, str]:
+        async with JobQueue(cfg) as queue:
+            job = await queue.submit(request)
+            kinds = set()
+            async for update in queue.subscribe(job.id):
+                kinds.add(update.kind)
+                if update.kind == "state" and update.job.finished:
+                    break
+            done = await queue.get(job.id)
+            assert done.state == JobState.DONE and "progress" in kinds
+            assert Image.open(io.BytesIO(queue.result_bytes(done))).size == (64, 42)
+            # a second job, and the queue stops while it runs (the bot restarts)
+            second = await queue.submit(request)
+            async for update in queue.subscribe(second.id):
+                if update.kind == "progress":
+                    break
+            return job.id, second.id
+
+    async def after_restart(second_id: str) -> None:
+        async with JobQueue(cfg) as queue:
+            finished = await asyncio.wait_for(_finished(queue, second_id), 60)
+            assert finished.state == JobState.DONE and finished.attempts == 1  # ran once, not re-dispatched
+            assert Image.open(io.BytesIO(queue.result_bytes(finished))).size == (64, 42)
+
+    async def _finished(queue, job_id):
+        async for update in queue.subscribe(job_id):
+            if update.kind == "state" and update.job.finished:
+                return update.job
+        return await queue.get(job_id)
+
+    _, second_id = asyncio.run(first())
+    asyncio.run(after_restart(second_id))
