@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +24,10 @@ from nst_core.params import StyleParams
 from nst_core.result import JobResult
 from nst_jobs.config import QueueConfig
 from nst_jobs.local import LocalExecutor
+from nst_jobs.loop_lag import measure_loop_lag, percentile
 from nst_jobs.work import WorkPayload
 
 ROOT = Path(__file__).resolve().parent.parent
-PERIOD = 0.010
 
 
 class Sink:
@@ -58,32 +56,11 @@ class Sink:
         self.ended.set()
 
 
-@contextlib.asynccontextmanager
-async def measure_lag(lags: list[float]) -> AsyncIterator[None]:
-    async def probe() -> None:
-        while True:
-            before = time.perf_counter()
-            await asyncio.sleep(PERIOD)
-            lags.append(time.perf_counter() - before - PERIOD)
-
-    task = asyncio.create_task(probe())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 def summary(lags: list[float]) -> str:
     if not lags:
         return "no samples"
-    ordered = sorted(lags)
-
-    def at(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-    return f"p50 {at(0.5):6.1f} ms  p99 {at(0.99):6.1f} ms  max {ordered[-1] * 1000:6.1f} ms  ({len(ordered)} samples)"
+    p50, p99, worst = (percentile(lags, q) * 1000 for q in (0.5, 0.99, 1.0))
+    return f"p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  max {worst:6.1f} ms  ({len(lags)} samples)"
 
 
 async def run_mode(mode: str, args: argparse.Namespace, content: bytes, style: bytes) -> None:
@@ -95,13 +72,13 @@ async def run_mode(mode: str, args: argparse.Namespace, content: bytes, style: b
         executor = LocalExecutor(QueueConfig(data_dir=Path(tmp), executor=mode, devices=(args.device,)))
         start_lags: list[float] = []
         started = time.perf_counter()
-        async with measure_lag(start_lags):
+        async with measure_loop_lag(start_lags):
             await executor.start(sink)
         start_time = time.perf_counter() - started
         job_lags: list[float] = []
         try:
             began = time.perf_counter()
-            async with measure_lag(job_lags):
+            async with measure_loop_lag(job_lags):
                 await executor.dispatch(payload)
                 await sink.ended.wait()
             job_time = time.perf_counter() - began
@@ -126,7 +103,7 @@ async def main() -> None:
     args = parser.parse_args()
     content, style = args.content.read_bytes(), args.style.read_bytes()
     idle: list[float] = []
-    async with measure_lag(idle):
+    async with measure_loop_lag(idle):
         await asyncio.sleep(1.0)
     print(f"[idle] nothing running, 1 s       loop lag: {summary(idle)}")
     for mode in args.modes.split(","):

@@ -24,6 +24,7 @@ from nst_core.params import StyleParams
 from nst_core.result import JobResult
 from nst_jobs.config import QueueConfig
 from nst_jobs.local import LocalExecutor
+from nst_jobs.loop_lag import measure_loop_lag, percentile
 from nst_jobs.work import WorkPayload
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(180)]
@@ -123,30 +124,6 @@ async def wait_for_free_slot(executor: LocalExecutor, timeout: float = 60.0) -> 
         await asyncio.sleep(0.05)
 
 
-@contextlib.asynccontextmanager
-async def loop_lag(lags: list[float], period: float = 0.01) -> AsyncIterator[None]:
-    """Measure how late a coroutine sleeping `period` wakes up, while the body runs."""
-
-    async def probe() -> None:
-        while True:
-            before = time.perf_counter()
-            await asyncio.sleep(period)
-            lags.append(time.perf_counter() - before - period)
-
-    task = asyncio.create_task(probe())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-def p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-
-
 def check_small_result(result: JobResult, content_bytes: bytes) -> None:
     width, height = Image.open(io.BytesIO(content_bytes)).size
     png = Image.open(io.BytesIO(result.image))
@@ -197,12 +174,13 @@ async def test_event_loop_stays_responsive_while_a_job_runs(kind, tmp_path, cont
     sink = RecordingSink()
     async with running(kind, sink, tmp_path) as executor:
         lags: list[float] = []
-        async with loop_lag(lags):
+        async with measure_loop_lag(lags):
             await executor.dispatch(make_payload("busy", content_bytes, style_bytes, **MEDIUM))
             await sink.wait_end("busy")
         assert sink.outcomes("busy") == ["done"]
         assert len(lags) > 50
-        assert p99(lags) < 0.100, f"p99 event-loop lag {p99(lags) * 1000:.0f} ms in {kind} mode"
+        p99 = percentile(lags, 0.99)
+        assert p99 < 0.100, f"p99 event-loop lag {p99 * 1000:.0f} ms in {kind} mode"
 
 
 async def test_cancel_stops_a_running_job_and_the_worker_goes_on(tmp_path, content_bytes, style_bytes):
@@ -293,6 +271,7 @@ _ORPHAN_SCRIPT = """
 import asyncio, sys
 from nst_jobs.config import QueueConfig
 from nst_jobs.local import LocalExecutor
+from nst_jobs.loop_lag import measure_loop_lag, percentile
 
 class Sink:
     async def on_started(self, job_id): pass
