@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from nst_core import __version__
 from nst_core.errors import ImageError, JobCancelled, NSTError
+from nst_core.images import style_role
 from nst_core.params import LAYER_NAMES, PRESETS, FieldSpec, StyleParams
 
 if TYPE_CHECKING:
@@ -187,10 +188,6 @@ def output_format_for(path: Path) -> str:
 
 # --------------------------------------------------------------------------------------------------------------------
 # nst stylize
-
-
-def _style_role(index: int, count: int) -> str:
-    return "style" if count == 1 else f"style {index + 1}"
 
 
 def _read_input(path_text: str, role: str) -> bytes:
@@ -451,9 +448,9 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     output = Path(args.output)
     output_format = output_format_for(output)
     _check_output(output)
-    paths = {"content": args.content} | {_style_role(i, len(args.styles)): p for i, p in enumerate(args.styles)}
+    paths = {"content": args.content} | {style_role(i, len(args.styles)): p for i, p in enumerate(args.styles)}
     content = _read_input(args.content, "content")
-    styles = [_read_input(path, _style_role(i, len(args.styles))) for i, path in enumerate(args.styles)]
+    styles = [_read_input(path, style_role(i, len(args.styles))) for i, path in enumerate(args.styles)]
 
     progress = _Progress(params.iterations, quiet=args.quiet, output=output, save_every=args.save_every)
     with _CancelFlag() as cancel:

@@ -52,6 +52,7 @@ __all__ = [
     "encode_image",
     "encode_to_fit",
     "human_bytes",
+    "style_role",
 ]
 
 DEFAULT_MAX_PIXELS: Final = 40_000_000  # 40 MP, well under Pillow's own ~89.5 MP warning
@@ -104,6 +105,11 @@ _DOWNSCALE_STEP: Final = 0.75
 
 # --------------------------------------------------------------------------------------------------------------------
 # Formatting helpers
+
+
+def style_role(index: int, count: int) -> str:
+    """How error messages name style image `index` of `count`: 'style' alone, else 'style 1', 'style 2', ..."""
+    return "style" if count == 1 else f"style {index + 1}"
 
 
 def human_bytes(n: int) -> str:

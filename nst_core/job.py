@@ -17,7 +17,14 @@ import torch
 
 from nst_core.device import is_out_of_memory, resolve_placement
 from nst_core.errors import NSTError, ParameterError
-from nst_core.images import DEFAULT_MAX_PIXELS, EncodedImage, decode_image, encode_image, encode_to_fit
+from nst_core.images import (
+    DEFAULT_MAX_PIXELS,
+    EncodedImage,
+    decode_image,
+    encode_image,
+    encode_to_fit,
+    style_role,
+)
 from nst_core.optimize import stylize
 from nst_core.params import StyleParams
 from nst_core.progress import CancelCheck, ProgressCallback, ProgressEvent
@@ -27,10 +34,6 @@ __all__ = ["JobResult", "run_job"]
 
 #: Each out-of-memory retry multiplies the size by this.
 OOM_SHRINK = 0.75
-
-
-def _style_role(index: int, count: int) -> str:
-    return "style" if count == 1 else f"style {index + 1}"
 
 
 def run_job(
@@ -56,7 +59,7 @@ def run_job(
     seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
     params = params.replace(seed=seed)
     content_img = decode_image(content, role="content", max_pixels=max_input_pixels)
-    style_imgs = [decode_image(data, role=_style_role(i, len(styles)), max_pixels=max_input_pixels)
+    style_imgs = [decode_image(data, role=style_role(i, len(styles)), max_pixels=max_input_pixels)
                   for i, data in enumerate(styles)]
     decoded = time.perf_counter()
 
