@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from nst_core import __version__
 from nst_core.errors import ImageError, JobCancelled, NSTError
-from nst_core.images import style_role
+from nst_core.images import extension_for, style_role
 from nst_core.params import LAYER_NAMES, PRESETS, FieldSpec, StyleParams
 
 if TYPE_CHECKING:
@@ -44,8 +44,6 @@ DEFAULT_PRESET = "balanced"
 
 #: Output file extension -> encoder format name used by `run_job`.
 OUTPUT_FORMATS: dict[str, str] = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
-#: Extension used when `--max-bytes` made the engine switch format.
-_EXTENSION_FOR_FORMAT = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 
 #: How a field's annotation (a string: params.py uses postponed annotations) maps to argparse `type` and `nargs`.
 _ARG_KINDS: dict[str, tuple[Callable[[str], Any], str | None]] = {
@@ -479,7 +477,7 @@ def _write_result(result: JobResult, output: Path, output_format: str, progress:
         if note not in progress.shown:
             print(f"{PROG}: {note}", file=sys.stderr)
     if result.format != output_format:  # --max-bytes switched format: keep the extension truthful
-        output = output.with_suffix(_EXTENSION_FOR_FORMAT[result.format])
+        output = output.with_suffix("." + extension_for(result.format))
     _write(output, result.image, "output")
     print(f"wrote {output} ({result.width}x{result.height}, {result.iterations} iterations, "
           f"{result.timings['total']:.1f} s, seed {result.params['seed']})")

@@ -48,10 +48,13 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "MIN_SIDE",
     "EncodedImage",
+    "content_type_for",
     "decode_image",
     "encode_image",
     "encode_to_fit",
+    "extension_for",
     "human_bytes",
+    "normalise_format",
     "style_role",
 ]
 
@@ -314,15 +317,26 @@ class EncodedImage:
     @property
     def content_type(self) -> str:
         """The MIME type: 'image/png', 'image/jpeg' or 'image/webp'."""
-        return _CONTENT_TYPES[self.format]
+        return content_type_for(self.format)
 
     @property
     def extension(self) -> str:
         """The file extension, without the dot: 'png', 'jpg' or 'webp'."""
-        return _EXTENSIONS[self.format]
+        return extension_for(self.format)
 
 
-def _normalise_format(fmt: str) -> str:
+def content_type_for(fmt: str) -> str:
+    """MIME type of an output format ('png', 'jpeg'/'jpg', 'webp')."""
+    return _CONTENT_TYPES[normalise_format(fmt)]
+
+
+def extension_for(fmt: str) -> str:
+    """File extension, without the dot, of an output format: 'png', 'jpg' or 'webp'."""
+    return _EXTENSIONS[normalise_format(fmt)]
+
+
+def normalise_format(fmt: str) -> str:
+    """'png', 'jpeg' or 'webp' for a format name in any case ('jpg' accepted); ValueError for anything else."""
     name = fmt.strip().lower()
     if name == "jpg":
         name = "jpeg"
@@ -356,7 +370,7 @@ def encode_image(image: Image.Image, fmt: str = "png", *, quality: int = 92) -> 
     The image is converted to RGB first (alpha composited on white). `quality` (1-100) is used by JPEG and WebP.
     Raises ValueError for another format or a quality out of range.
     """
-    name = _normalise_format(fmt)
+    name = normalise_format(fmt)
     if not 1 <= quality <= 100:
         raise ValueError(f"quality={quality!r} is not allowed; use 1 to 100")
     return _encode_clean(_clean_rgb(image), name, quality)
@@ -374,7 +388,7 @@ def encode_to_fit(image: Image.Image, max_bytes: int, *, prefer: str = "png", mi
         raise ValueError(f"max_bytes={max_bytes!r} is not allowed; use a positive number of bytes")
     if min_side < 1:
         raise ValueError(f"min_side={min_side!r} is not allowed; use at least 1")
-    preferred = _normalise_format(prefer)
+    preferred = normalise_format(prefer)
     limit = _limit_bytes(max_bytes)
     clean = _clean_rgb(image)
     width, height = clean.size

@@ -23,6 +23,7 @@ from nst_core.images import (
     decode_image,
     encode_image,
     encode_to_fit,
+    normalise_format,
     style_role,
 )
 from nst_core.optimize import stylize
@@ -53,6 +54,7 @@ def run_job(
     `JobCancelled` when `should_cancel()` returns true.
     """
     started = time.perf_counter()
+    output_format = normalise_format(output_format)  # a bad format fails now, not after the optimisation
     params.check_styles(len(styles))
     if max_output_bytes is not None and max_output_bytes < 1024:
         raise ParameterError("max_output_bytes", max_output_bytes, "allowed range: 1024 bytes or more")
@@ -92,10 +94,10 @@ def run_job(
     if max_output_bytes is not None:
         encoded = encode_to_fit(outcome.image, max_output_bytes, prefer=output_format)
         data, fmt, width, height = encoded.data, encoded.format, encoded.width, encoded.height
-        if encoded.format != _canonical(output_format) or encoded.downscaled:
+        if encoded.format != output_format or encoded.downscaled:
             notes.append(encoded.note)
     else:
-        fmt = _canonical(output_format)
+        fmt = output_format
         data = encode_image(outcome.image, fmt)
         width, height = outcome.image.size
     finished = time.perf_counter()
@@ -106,11 +108,6 @@ def run_job(
                  "encode": finished - optimised, "total": finished - started},
         params=params.to_dict(), device=str(placement.device), precision=placement.precision, notes=notes,
     )
-
-
-def _canonical(fmt: str) -> str:
-    fmt = fmt.lower()
-    return "jpeg" if fmt == "jpg" else fmt
 
 
 def _free_device_memory(device: torch.device) -> None:

@@ -10,6 +10,8 @@ import base64
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from nst_core.images import content_type_for
+
 __all__ = ["JobResult"]
 
 
@@ -31,7 +33,7 @@ class JobResult:
 
     @property
     def content_type(self) -> str:
-        return {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}[self.format]
+        return content_type_for(self.format)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (the image as base64)."""

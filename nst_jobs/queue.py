@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
+from nst_core.images import extension_for
 from nst_core.progress import ProgressEvent
 from nst_core.result import JobResult
 from nst_jobs.backend import Backend
@@ -38,8 +39,6 @@ PROGRESS_SAVE_INTERVAL = 2.0
 #: How often expired leases are looked for, and old jobs purged.
 REAPER_INTERVAL = 1.0
 PURGE_INTERVAL = 3600.0
-
-_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
 
 def make_backend(config: QueueConfig) -> Backend:
@@ -226,7 +225,7 @@ class JobQueue:
             await self._publish(JobUpdate("progress", job, event=ProgressEvent.from_dict(event), preview=preview))
 
     async def on_done(self, job_id: str, result: JobResult) -> None:
-        path = self.store.write_result(job_id, result.image, _EXTENSIONS[result.format])
+        path = self.store.write_result(job_id, result.image, extension_for(result.format))
         meta = result.to_dict()
         meta.pop("image")
         await self._end(job_id, JobState.DONE, result=meta, result_path=str(path))
