@@ -83,7 +83,7 @@ def _show(value: object) -> str:
     return str(value)
 
 
-def _allowed(spec: FieldSpec, f_type: object) -> str | None:
+def _allowed(spec: FieldSpec) -> str | None:
     if spec.choices is not None and spec.choices == LAYER_NAMES:
         return f"allowed: VGG-19 layers convB_K or reluB_K ({LAYER_NAMES[0]} ... {LAYER_NAMES[-1]})"
     if spec.choices is None and spec.lo is None and spec.hi is None:
@@ -116,7 +116,7 @@ def _add_parameter_options(group: argparse._ArgumentGroup) -> None:
             raise TypeError(f"nst_core.cli has no option kind for StyleParams.{f.name}: {f.type}")
         convert, nargs = kind
         parts = [spec.help]
-        allowed = _allowed(spec, f.type)
+        allowed = _allowed(spec)
         if allowed:
             parts.append(allowed)
         parts.append(_default_text(f))

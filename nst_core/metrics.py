@@ -29,10 +29,13 @@ _CONTENT_LAYER = "relu4_2"
 _STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 
-def _features(image: Image.Image, edge: int) -> dict[str, torch.Tensor]:
-    image = image.convert("RGB")
+def _size(image: Image.Image, edge: int) -> tuple[int, int]:
     ratio = edge / max(image.size)
-    size = (max(16, round(image.width * ratio)), max(16, round(image.height * ratio)))
+    return max(16, round(image.width * ratio)), max(16, round(image.height * ratio))
+
+
+def _features(image: Image.Image, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    image = image.convert("RGB")
     model = get_feature_extractor("bundled", (_CONTENT_LAYER, *_STYLE_LAYERS), "avg", "cpu", False)
     with torch.no_grad():
         return model(image_to_tensor(image.resize(size, Image.Resampling.LANCZOS)))
@@ -40,18 +43,16 @@ def _features(image: Image.Image, edge: int) -> dict[str, torch.Tensor]:
 
 def content_distance(result: Image.Image, content: Image.Image, *, edge: int = YARDSTICK_EDGE) -> float:
     """Relative relu4_2 feature distance of `result` to `content` (resized to the same size first)."""
-    content = content.convert("RGB")
-    ratio = edge / max(content.size)
-    size = (max(16, round(content.width * ratio)), max(16, round(content.height * ratio)))
-    a = _features(result.resize(size, Image.Resampling.LANCZOS), edge)[_CONTENT_LAYER]
-    b = _features(content.resize(size, Image.Resampling.LANCZOS), edge)[_CONTENT_LAYER]
+    size = _size(content, edge)  # the result is compared at the content's size, whatever its own
+    a = _features(result, size)[_CONTENT_LAYER]
+    b = _features(content, size)[_CONTENT_LAYER]
     return float((a - b).pow(2).sum() / b.pow(2).sum())
 
 
 def style_distance(result: Image.Image, style: Image.Image, *, edge: int = YARDSTICK_EDGE,
                    layers: Sequence[str] = _STYLE_LAYERS) -> float:
     """Mean relative Gram distance of `result` to `style` over the style layers (each at long edge `edge`)."""
-    fa, fb = _features(result, edge), _features(style, edge)
+    fa, fb = _features(result, _size(result, edge)), _features(style, _size(style, edge))
     total = 0.0
     for layer in layers:
         ga, gb = gram(fa[layer]), gram(fb[layer])

@@ -189,7 +189,7 @@ class _Runner:
         assert x is not None
         result = x.detach()
         if p.preserve_colors == "luminance":
-            result = color.combine_luminance(result, self.to_device(_resized(content, levels[-1])))
+            result = color.combine_luminance(result, content_t)  # the last level's content, at the output size
         return StylizeOutcome(image=tensor_to_image(result), iterations=self.iteration, losses=losses,
                               levels=levels, setup_seconds=setup_seconds,
                               optimise_seconds=time.perf_counter() - self.start - setup_seconds)
