@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "MIN_SIDE",
     "EncodedImage",
+    "check_declared_size",
     "content_type_for",
     "decode_image",
     "encode_image",
@@ -188,11 +189,7 @@ def decode_image(
     with img:
         width, height = img.size
         if width * height > max_pixels:
-            raise ImageTooLargeError(
-                f"{_subject(role)} is {width}x{height} px ({_pixels(width * height)}); "
-                f"the limit is {_pixels(max_pixels, limit=True)}",
-                role=role,
-            )
+            raise _too_many_pixels(width, height, max_pixels, role)
         if min(width, height) < MIN_SIDE:
             raise ImageTooSmallError(
                 f"{_subject(role)} is {width}x{height} px; it must be at least {MIN_SIDE} px on each side",
@@ -207,6 +204,34 @@ def decode_image(
 
     rgb.info = {}
     return rgb
+
+
+def check_declared_size(
+    size: int,
+    width: int | None,
+    height: int | None,
+    *,
+    role: str = "image",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> None:
+    """Check the byte size and dimensions a sender declares (a Discord attachment's metadata) before downloading.
+
+    Raises the same FileTooLargeError / ImageTooLargeError, with the same messages, that `decode_image` would raise
+    for those bytes; unknown dimensions (None) pass, and `decode_image` checks them after the download.
+    """
+    if size > max_bytes:
+        raise _file_too_large(size, max_bytes, role)
+    if width is not None and height is not None and width * height > max_pixels:
+        raise _too_many_pixels(width, height, max_pixels, role)
+
+
+def _too_many_pixels(width: int, height: int, max_pixels: int, role: str) -> ImageTooLargeError:
+    return ImageTooLargeError(
+        f"{_subject(role)} is {width}x{height} px ({_pixels(width * height)}); "
+        f"the limit is {_pixels(max_pixels, limit=True)}",
+        role=role,
+    )
 
 
 def _read_source(source: bytes | str | os.PathLike[str], *, role: str, max_bytes: int) -> bytes:

@@ -50,5 +50,8 @@ class Backend(Protocol):
         """After a restart: the jobs the table says were running. Returns those still running somewhere (Celery
         keeps them; the queue will hear about them through the sink); the rest are requeued by the queue."""
 
+    def health(self) -> tuple[bool, str]:
+        """(healthy, a short description) for a health check: can this backend run jobs now?"""
+
     async def close(self) -> None:
         """Stop workers (running jobs are left to be requeued by lease expiry on the next start)."""

@@ -104,6 +104,10 @@ class CeleryBackend:
     def free_slots(self) -> int:
         return max(0, self._config.celery_inflight - len(self._inflight))
 
+    def health(self) -> tuple[bool, str]:
+        alive = self._monitor is not None and not self._monitor.done() and not self._closed
+        return alive, f"celery on {redact_url(self._config.broker_url or '')}: {len(self._inflight)} job(s) in flight"
+
     async def dispatch(self, payload: WorkPayload) -> None:
         job_id = payload.job_id
         self._inflight[job_id] = _Tracked()  # counts against free_slots from now on

@@ -15,7 +15,7 @@ class QueueConfig:
     data_dir holds `jobs.sqlite3` and one folder per job (`jobs/<id>/`: inputs, result).
     """
 
-    data_dir: Path
+    data_dir: Path = Path("data")  # relative paths are relative to the working directory
     backend: str = "local"  # "local" (embedded executor) or "celery"
     broker_url: str | None = None  # celery: redis://host:6379/0 (also the result backend)
     executor: str = "process"  # local: "process" (spawned subprocess per device) or "thread"

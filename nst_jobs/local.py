@@ -242,6 +242,11 @@ class LocalExecutor:
     async def adopt(self, job_ids: list[str]) -> list[str]:
         return []  # the workers died with the previous process; the queue requeues these jobs
 
+    def health(self) -> tuple[bool, str]:
+        states = [w.state for w in self._workers]
+        usable = [s for s in states if s in ("starting", "ready", "busy")]
+        return (not self._closing and bool(usable)), "workers: " + ", ".join(states)
+
     async def close(self) -> None:
         """Stop the workers: a sentinel and the cancel flag, then (off the loop) join, then kill what is left."""
         if self._closing:

@@ -197,6 +197,13 @@ class JobQueue:
             if not self._subscribers[job_id]:
                 del self._subscribers[job_id]
 
+    async def health(self) -> dict[str, Any]:
+        """For a health check: is the backend able to run jobs, and how many jobs wait and run."""
+        healthy, detail = self.backend.health()
+        waiting = len(await self.store.list(JobState.QUEUED))
+        running = len(await self.store.list(JobState.RUNNING))
+        return {"ok": healthy and not self._closed, "backend": detail, "waiting": waiting, "running": running}
+
     def result_bytes(self, job: Job) -> bytes:
         if job.state != JobState.DONE or job.result_path is None:
             raise JobFinishedError(job.id, job.state.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from bot_harness import bot_env_factory  # noqa: F401  (the fixture that runs the real bot against a fake Discord)
 from PIL import Image
 
 DATA = Path(__file__).parent / "data"

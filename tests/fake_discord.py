@@ -4,8 +4,17 @@ REST under ``/api/v10``, a websocket gateway at ``/gateway`` (plain text JSON fr
 ``/cdn/attachments/...``, all served by one aiohttp app on ``127.0.0.1`` port 0. Every request is recorded in
 ``FakeDiscord.requests`` so a test can inspect what the bot sent. Discord rules that matter to a bot are enforced:
 the 3 s acknowledgement deadline (10062), 15 minute interaction tokens (50027), the per-interaction upload limit
-(40005) and 429s on demand. Time for those rules runs on ``FakeDiscord.now()``: the real monotonic clock plus an
-offset the test moves with ``advance_clock``. See DESIGN.md, "Testing against Discord without a network".
+(40005), 429s on demand, 403s on demand (``channel_posts_forbidden``: 50013, ``dms_forbidden``: 50007), follow-ups
+only after the initial response, ephemeral messages invisible to channel routes, and only components that exist (and
+are enabled) on a stored message can be clicked. Time for those rules runs on ``FakeDiscord.now()``: the real
+monotonic clock plus an offset the test moves with ``advance_clock``. See DESIGN.md, "Testing against Discord
+without a network".
+
+What a test can make a user do: ``send_interaction`` (slash command), ``send_autocomplete``, ``send_component``
+(button click / select), ``send_message_command`` (message context menu), ``post_user_message``; with a second
+member from ``add_user`` and ``permissions=`` for the invoking member. What it can inspect: ``requests``,
+``messages`` (every message, by id, current version), ``messages_in_channel``, ``last_edit_of``,
+``message_history``, ``components_of``, ``wait_for_response`` (the callback the bot answered an interaction with).
 
 Usage::
 
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import datetime as dt
 import itertools
 import json
@@ -33,19 +43,38 @@ from aiohttp import web
 
 __all__ = [
     "ACK_DEADLINE_S",
+    "ALL_PERMISSIONS",
+    "EPHEMERAL",
+    "LOADING",
     "TOKEN_LIFETIME_S",
     "FakeDiscord",
+    "FakeInteraction",
     "GatewayEvent",
     "RecordedFile",
     "RecordedRequest",
     "patched_discord",
+    "running_fake",
 ]
 
 API_PREFIX = "/api/v10"
 ACK_DEADLINE_S = 3.0
 TOKEN_LIFETIME_S = 15 * 60.0
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+ALL_PERMISSIONS = (1 << 41) - 1
+EPHEMERAL = 1 << 6
+LOADING = 1 << 7
+SUPPRESS_EMBEDS = 1 << 2
 _EPOCH = "2024-01-01T00:00:00.000000+00:00"
+
+# Interaction type -> the callback (response) types Discord accepts for it.
+_CALLBACK_TYPES: dict[int, frozenset[int]] = {
+    2: frozenset({4, 5, 9}),  # APPLICATION_COMMAND: message, deferred message, modal
+    3: frozenset({4, 5, 6, 7, 9}),  # MESSAGE_COMPONENT: + deferred update, update message
+    4: frozenset({8}),  # APPLICATION_COMMAND_AUTOCOMPLETE: autocomplete result
+    5: frozenset({4, 5, 6, 7}),  # MODAL_SUBMIT
+}
+# Component types whose interaction data carries ``values`` (string, user, role, mentionable, channel selects).
+_SELECT_TYPES = frozenset({3, 5, 6, 7, 8})
 
 
 @dataclass
@@ -88,13 +117,43 @@ class GatewayEvent:
 
 
 @dataclass
-class _Interaction:
+class FakeInteraction:
+    """What the fake knows about one interaction it dispatched: ``FakeDiscord.interactions[token]``.
+
+    ``kind`` is the interaction type (2 command, 3 component, 4 autocomplete); ``message_id`` the message a
+    component interaction came from; ``response`` the callback the bot answered with (``{"type", "data"}``).
+    ``original_message`` is always the current version in ``FakeDiscord.messages`` (edits through
+    ``/messages/@original``, ``/messages/{id}`` or a type 7 callback all show up in both).
+    """
+
     id: str
     token: str
+    kind: int
     created: float
     size_limit: int
+    channel_id: str
+    messages: dict[str, dict[str, Any]] = field(repr=False)
+    message_id: str | None = None
+    message_type: int = 20
     acked: bool = False
-    original_message: dict[str, Any] | None = None
+    original_id: str | None = None
+    response: dict[str, Any] | None = None
+
+    @property
+    def original_message(self) -> dict[str, Any] | None:
+        """The original response as stored now (``None`` before the bot responded or after it was deleted)."""
+        return self.messages.get(self.original_id) if self.original_id is not None else None
+
+    @original_message.setter
+    def original_message(self, msg: dict[str, Any] | None) -> None:
+        if msg is None:
+            self.original_id = None
+        else:
+            self.original_id = msg["id"]
+            self.messages[msg["id"]] = msg
+
+
+_Interaction = FakeInteraction  # the name before it was public
 
 
 class _JSONError(Exception):
@@ -112,8 +171,24 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
     )
 
 
+def _truthy(value: str | None) -> bool:
+    return value in ("1", "true", "True")
+
+
+def _walk_components(components: list[Any]) -> Iterator[dict[str, Any]]:
+    """Every component dict in a message's ``components``, depth first (rows, containers, sections, labels)."""
+    for comp in components or []:
+        if not isinstance(comp, dict):
+            continue
+        yield comp
+        yield from _walk_components(comp.get("components") or [])
+        for key in ("accessory", "component"):
+            if isinstance(comp.get(key), dict):
+                yield from _walk_components([comp[key]])
+
+
 class FakeDiscord:
-    """A fake Discord (REST + gateway + CDN) for one bot, one guild and one text channel."""
+    """A fake Discord (REST + gateway + CDN) for one bot, one guild, one text channel and any number of DMs."""
 
     def __init__(
         self,
@@ -135,17 +210,31 @@ class FakeDiscord:
         self.guild_name = guild_name
         self.channel_name = channel_name
         self.upload_limit = DEFAULT_UPLOAD_LIMIT
+        #: permissions the bot has in interactions (``interaction.app_permissions``)
+        self.app_permissions = ALL_PERMISSIONS
+        #: when True, ``POST /channels/{guild channel}/messages`` answers 403 50013 Missing Permissions
+        self.channel_posts_forbidden = False
+        #: when True, ``POST /channels/{dm channel}/messages`` answers 403 50007 Cannot send messages to this user
+        self.dms_forbidden = False
 
         self.requests: list[RecordedRequest] = []
         self.gateway_events: list[GatewayEvent] = []
         self.commands: dict[str, list[dict[str, Any]]] = {}
+        #: every message (channel, DM, interaction responses, follow-ups, ephemeral ones) by id, current version
         self.messages: dict[str, dict[str, Any]] = {}
+        #: every version of every message by id, the first one as created (deleted messages stay here)
+        self.message_versions: dict[str, list[dict[str, Any]]] = {}
         self.cdn: dict[str, tuple[bytes, str]] = {}
-        self.interactions: dict[str, _Interaction] = {}
+        self.interactions: dict[str, FakeInteraction] = {}
+        #: every user the fake knows (bot, guild owner, ``user``, ``add_user`` ones) by id
+        self.users: dict[str, dict[str, Any]] = {u["id"]: u for u in (self.bot_user, self.owner_user, self.user)}
+        #: DM channels opened with ``POST /users/@me/channels``, by channel id
+        self.dm_channels: dict[str, dict[str, Any]] = {}
         self.identify_count = 0
         self.resume_count = 0
         self.session_id = "fake-session-1"
 
+        self._member_ids: list[str] = [self.bot_user["id"], self.user["id"]]
         self._clock_offset = 0.0
         self._rate_limits: list[tuple[str, re.Pattern[str], float]] = []
         self._consumed: set[int] = set()
@@ -219,11 +308,13 @@ class FakeDiscord:
         *,
         width: int | None = None,
         height: int | None = None,
+        channel_id: str | None = None,
     ) -> dict[str, Any]:
         """Serve ``data`` on the CDN and return a Discord attachment object for it."""
         att_id = self.snowflake()
-        url = f"{self.base_url}/cdn/attachments/{self.channel_id}/{att_id}/{filename}"
-        self.cdn[f"{self.channel_id}/{att_id}/{filename}"] = (data, content_type)
+        key = f"{channel_id or self.channel_id}/{att_id}/{filename}"
+        url = f"{self.base_url}/cdn/attachments/{key}"
+        self.cdn[key] = (data, content_type)
         return {
             "id": att_id,
             "filename": filename,
@@ -234,6 +325,68 @@ class FakeDiscord:
             "height": height,
             "content_type": content_type,
         }
+
+    def add_user(self, name: str) -> dict[str, Any]:
+        """A new guild member (a user dict) to pass as ``user=`` to the ``send_*`` methods.
+
+        Users added before the client logs in are in GUILD_CREATE's member list; later ones reach the client only
+        inside the interactions they make (which is all discord.py needs to build the ``Member``).
+        """
+        user = self._user(self.snowflake(), name)
+        self.users[user["id"]] = user
+        self._member_ids.append(user["id"])
+        return user
+
+    def post_user_message(
+        self,
+        content: str = "",
+        attachments: list[dict[str, Any]] | None = None,
+        author: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Store a message a user (default ``self.user``) posted in the guild channel and return it.
+
+        ``attachments`` are objects from ``add_attachment``. Nothing is sent on the gateway: use the message as the
+        target of ``send_message_command`` or fetch it through REST.
+        """
+        return self._new_message(
+            self.channel_id, content=content, author=author or self.user, attachments=list(attachments or [])
+        )
+
+    def messages_in_channel(
+        self, channel_id: str | None = None, *, include_interactions: bool = False
+    ) -> list[dict[str, Any]]:
+        """The bot's messages in ``channel_id`` (default: the guild channel) in posting order, current versions.
+
+        By default only what the bot posted through ``/channels/{id}/messages`` (no interaction responses or
+        follow-ups, no user messages); ``include_interactions=True`` adds the bot's interaction messages, ephemeral
+        ones included.
+        """
+        cid = channel_id or self.channel_id
+        return [
+            m
+            for m in self.messages.values()
+            if m["channel_id"] == cid
+            and m["author"]["id"] == self.app_id
+            and (include_interactions or "webhook_id" not in m)
+        ]
+
+    def last_edit_of(self, message_id: str) -> dict[str, Any]:
+        """The current stored version of message ``message_id`` (after all edits); KeyError if there is none."""
+        try:
+            return self.messages[str(message_id)]
+        except KeyError:
+            raise KeyError(
+                f"no message {message_id} (deleted or never created); known: {list(self.messages)}"
+            ) from None
+
+    def message_history(self, message_id: str) -> list[dict[str, Any]]:
+        """Every version of message ``message_id``, oldest (as created) first."""
+        return list(self.message_versions.get(str(message_id), []))
+
+    def components_of(self, message_id: str) -> list[dict[str, Any]]:
+        """The interactive components (those with a ``custom_id``) of a stored message, in display order."""
+        msg = self.last_edit_of(message_id)
+        return [c for c in _walk_components(msg.get("components") or []) if "custom_id" in c]
 
     def _user(self, uid: str, name: str, *, bot: bool = False) -> dict[str, Any]:
         return {
@@ -247,7 +400,7 @@ class FakeDiscord:
             "flags": 0,
         }
 
-    def _member(self, user: dict[str, Any]) -> dict[str, Any]:
+    def _member(self, user: dict[str, Any], permissions: int | None = None) -> dict[str, Any]:
         return {
             "user": user,
             "roles": [],
@@ -260,7 +413,7 @@ class FakeDiscord:
             "pending": False,
             "premium_since": None,
             "communication_disabled_until": None,
-            "permissions": str((1 << 41) - 1),
+            "permissions": str(ALL_PERMISSIONS if permissions is None else permissions),
         }
 
     def _channel(self) -> dict[str, Any]:
@@ -279,7 +432,22 @@ class FakeDiscord:
             "flags": 0,
         }
 
+    def _dm_channel(self, recipient_id: str) -> dict[str, Any]:
+        for channel in self.dm_channels.values():
+            if channel["recipients"][0]["id"] == recipient_id:
+                return channel
+        channel = {
+            "id": self.snowflake(),
+            "type": 1,
+            "recipients": [self.users[recipient_id]],
+            "last_message_id": None,
+            "flags": 0,
+        }
+        self.dm_channels[channel["id"]] = channel
+        return channel
+
     def _guild(self) -> dict[str, Any]:
+        members = [self._member(self.users[uid]) for uid in self._member_ids]
         return {
             "id": self.guild_id,
             "name": self.guild_name,
@@ -308,7 +476,7 @@ class FakeDiscord:
                     "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
                     "hoist": False,
                     "position": 0,
-                    "permissions": str((1 << 41) - 1),
+                    "permissions": str(ALL_PERMISSIONS),
                     "managed": False,
                     "mentionable": False,
                     "flags": 0,
@@ -316,8 +484,8 @@ class FakeDiscord:
             ],
             "emojis": [],
             "stickers": [],
-            "members": [self._member(self.bot_user), self._member(self.user)],
-            "member_count": 3,
+            "members": members,
+            "member_count": len(members) + (self.owner_user["id"] not in self._member_ids),
             "channels": [self._channel()],
             "threads": [],
             "presences": [],
@@ -339,8 +507,15 @@ class FakeDiscord:
             "premium_progress_bar_enabled": False,
         }
 
-    def _message(
+    # ---------------------------------------------------------------- messages
+    def _store(self, msg: dict[str, Any]) -> dict[str, Any]:
+        self.messages[msg["id"]] = msg
+        self.message_versions.setdefault(msg["id"], []).append(msg)
+        return msg
+
+    def _new_message(
         self,
+        channel_id: str,
         *,
         content: str = "",
         author: dict[str, Any] | None = None,
@@ -348,15 +523,15 @@ class FakeDiscord:
         embeds: list[Any] | None = None,
         components: list[Any] | None = None,
         flags: int = 0,
-        mid: str | None = None,
-        interaction_id: str | None = None,
+        message_type: int = 0,
+        webhook: bool = False,
+        message_reference: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         msg: dict[str, Any] = {
-            "id": mid or self.snowflake(),
-            "type": 0 if interaction_id is None else 20,
+            "id": self.snowflake(),
+            "type": message_type,
             "content": content,
-            "channel_id": self.channel_id,
-            "guild_id": self.guild_id,
+            "channel_id": channel_id,
             "author": author or self.bot_user,
             "attachments": attachments or [],
             "embeds": embeds or [],
@@ -370,11 +545,101 @@ class FakeDiscord:
             "edited_timestamp": None,
             "flags": flags,
         }
-        if interaction_id is not None:
+        if channel_id not in self.dm_channels:
+            msg["guild_id"] = self.guild_id
+        if webhook:
             msg["webhook_id"] = self.app_id
             msg["application_id"] = self.app_id
-        self.messages[msg["id"]] = msg
-        return msg
+        if message_reference is not None:
+            ref_id = str(message_reference.get("message_id", ""))
+            msg["type"] = 19  # REPLY
+            msg["message_reference"] = {"type": 0, "channel_id": channel_id, **message_reference}
+            msg["referenced_message"] = self.messages.get(ref_id)
+        return self._store(msg)
+
+    def _attachments(
+        self,
+        channel_id: str,
+        payload: dict[str, Any],
+        files: list[RecordedFile],
+        old: list[dict[str, Any]],
+    ) -> list[dict[str, Any]]:
+        """The attachment list of a new or edited message: ``payload["attachments"]`` entries whose id is an upload
+        index become new CDN attachments, other ids keep the existing attachment; unlisted uploads are appended."""
+        uploads: dict[str, RecordedFile] = {}
+        for f in files:
+            m = re.fullmatch(r"files\[(\d+)\]", f.field)
+            uploads[m.group(1) if m else str(len(uploads))] = f
+        old_by_id = {str(a["id"]): a for a in old}
+        out: list[dict[str, Any]] = []
+        used: set[str] = set()
+
+        def upload(index: str, entry: dict[str, Any]) -> dict[str, Any]:
+            f = uploads[index]
+            used.add(index)
+            att = self.add_attachment(
+                f.data,
+                entry.get("filename") or f.filename or "file",
+                f.content_type or "application/octet-stream",
+                channel_id=channel_id,
+            )
+            if entry.get("description"):
+                att["description"] = entry["description"]
+            return att
+
+        for entry in payload.get("attachments") or []:
+            aid = str(entry.get("id"))
+            if aid in uploads and aid not in used:
+                out.append(upload(aid, entry))
+            else:
+                out.append(old_by_id.get(aid, entry))
+        for index in uploads:
+            if index not in used:
+                out.append(upload(index, {}))
+        return out
+
+    def _create_from(
+        self,
+        channel_id: str,
+        payload: dict[str, Any],
+        files: list[RecordedFile],
+        *,
+        webhook: bool,
+        message_type: int = 0,
+        extra_flags: int = 0,
+    ) -> dict[str, Any]:
+        return self._new_message(
+            channel_id,
+            content=payload.get("content") or "",
+            attachments=self._attachments(channel_id, payload, files, []),
+            embeds=payload.get("embeds") or [],
+            components=payload.get("components") or [],
+            flags=(payload.get("flags") or 0) | extra_flags,
+            message_type=message_type,
+            webhook=webhook,
+            message_reference=payload.get("message_reference"),
+        )
+
+    def _edit(self, old: dict[str, Any], payload: dict[str, Any], files: list[RecordedFile]) -> dict[str, Any]:
+        """Store and return a new version of ``old`` with the fields ``payload`` sets (a PATCH or a type 7)."""
+        msg = dict(old)
+        if "content" in payload:
+            msg["content"] = payload["content"] or ""
+        if "embeds" in payload:
+            msg["embeds"] = payload["embeds"] or []
+        if "components" in payload:
+            msg["components"] = payload["components"] or []
+        if files or "attachments" in payload:
+            msg["attachments"] = self._attachments(old["channel_id"], payload, files, old["attachments"])
+        flags = (old.get("flags") or 0) & ~LOADING  # an edit ends "thinking..."
+        if payload.get("flags") is not None:  # only SUPPRESS_EMBEDS can change on an existing message
+            flags = (flags & ~SUPPRESS_EMBEDS) | (payload["flags"] & SUPPRESS_EMBEDS)
+        msg["flags"] = flags
+        msg["edited_timestamp"] = dt.datetime.now(dt.UTC).isoformat()
+        return self._store(msg)
+
+    def _delete(self, message_id: str) -> None:
+        self.messages.pop(message_id, None)
 
     # ----------------------------------------------------------------- waiting
     async def _notify(self) -> None:
@@ -403,6 +668,26 @@ class FakeDiscord:
         except TimeoutError:
             seen = [f"{r.method} {r.path} -> {r.status}" for r in self.requests]
             raise AssertionError(f"no {method} {path_pattern} within {timeout}s; saw {seen}") from None
+
+    async def wait_for_response(self, interaction: dict[str, Any] | str, timeout: float = 5.0) -> dict[str, Any]:
+        """The accepted callback (``{"type", "data"}``) the bot answered ``interaction`` with.
+
+        ``interaction`` is the payload a ``send_*`` method returned, or its token. For autocomplete the choices are
+        in ``["data"]["choices"]``.
+        """
+        token = interaction if isinstance(interaction, str) else interaction["token"]
+        inter = self.interactions[token]
+
+        async def waiter() -> dict[str, Any]:
+            async with self._changed:
+                while inter.response is None:
+                    await self._changed.wait()
+                return inter.response
+
+        try:
+            return await asyncio.wait_for(waiter(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"interaction {inter.id} got no accepted response within {timeout}s") from None
 
     async def wait_for_gateway(self, op: int, count: int = 1, timeout: float = 5.0) -> GatewayEvent:
         """Wait until the client has sent ``count`` gateway frames with opcode ``op``; return the last."""
@@ -483,6 +768,78 @@ class FakeDiscord:
             self._ws = None
         return ws
 
+    # ------------------------------------------------------------ interactions
+    def _command_ref(self, name: str, command_type: int) -> tuple[str, str | None]:
+        """(command id, guild id or None) of a synced command; a new id and no guild if it was never synced.
+
+        discord.py looks a command up among the tree's guild commands only when ``data.guild_id`` is set, so a
+        command synced only to the guild gets it.
+        """
+        found: tuple[str, str | None] | None = None
+        for key, cmds in self.commands.items():
+            for cmd in cmds:
+                if cmd.get("name") == name and cmd.get("type", 1) == command_type:
+                    if key == "global":
+                        return cmd["id"], None
+                    found = found or (cmd["id"], key)
+        return found or (self.snowflake(), None)
+
+    def _register(
+        self,
+        kind: int,
+        data: dict[str, Any],
+        *,
+        channel_id: str | None = None,
+        user: dict[str, Any] | None = None,
+        permissions: int | None = None,
+        message: dict[str, Any] | None = None,
+        attachment_size_limit: int = DEFAULT_UPLOAD_LIMIT,
+        message_type: int = 20,
+    ) -> dict[str, Any]:
+        """Build an INTERACTION_CREATE payload and remember the interaction (ack deadline, token lifetime)."""
+        iid = self.snowflake()
+        token = f"itoken-{iid}"
+        cid = channel_id or self.channel_id
+        payload: dict[str, Any] = {
+            "id": iid,
+            "application_id": self.app_id,
+            "type": kind,
+            "data": data,
+            "channel_id": cid,
+            "token": token,
+            "version": 1,
+            "app_permissions": str(self.app_permissions),
+            "locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": self.guild_id},
+            "attachment_size_limit": attachment_size_limit,
+        }
+        dm = self.dm_channels.get(cid)
+        if dm is None:
+            payload["guild_id"] = self.guild_id
+            payload["guild_locale"] = "en-US"
+            payload["channel"] = self._channel()
+            payload["member"] = self._member(user or self.user, permissions)
+            payload["context"] = 0
+        else:  # a bot DM: no guild, ``user`` instead of ``member``, no member permissions
+            payload["channel"] = dm
+            payload["user"] = user or dm["recipients"][0]
+            payload["context"] = 1
+        if message is not None:
+            payload["message"] = copy.deepcopy(message)
+        self.interactions[token] = FakeInteraction(
+            id=iid,
+            token=token,
+            kind=kind,
+            created=self.now(),
+            size_limit=attachment_size_limit,
+            channel_id=cid,
+            messages=self.messages,
+            message_id=message["id"] if message is not None else None,
+            message_type=message_type,
+        )
+        return payload
+
     async def send_interaction(
         self,
         name: str,
@@ -492,47 +849,158 @@ class FakeDiscord:
         attachment_size_limit: int = DEFAULT_UPLOAD_LIMIT,
         command_id: str | None = None,
         user: dict[str, Any] | None = None,
+        permissions: int | None = None,
     ) -> dict[str, Any]:
         """Dispatch INTERACTION_CREATE for slash command ``name``.
 
         ``options`` are plain option dicts (``{"name", "type", "value"}``); for attachment options pass
-        ``{"name": ..., "type": 11, "value": attachment["id"]}`` and the attachment in ``attachments``.
-        Returns the interaction payload (its ``id``/``token`` are known to the fake from now on).
+        ``{"name": ..., "type": 11, "value": attachment["id"]}`` and the attachment in ``attachments``. A subcommand
+        (or group) is an option of type 1 (2) holding the next level: ``[{"type": 1, "name": "save", "options":
+        [...]}]``. ``user`` is who invokes it (default ``self.user``), ``permissions`` that member's permission bits
+        in the channel (default: all). Returns the interaction payload (its ``id``/``token`` are known to the fake
+        from now on).
         """
-        iid = self.snowflake()
-        token = f"itoken-{iid}"
         resolved: dict[str, Any] = {}
         if attachments:
             resolved["attachments"] = {a["id"]: a for a in attachments}
-        if command_id is None:
-            known = [c for cmds in self.commands.values() for c in cmds if c.get("name") == name]
-            command_id = known[0]["id"] if known else self.snowflake()
-        payload = {
-            "id": iid,
-            "application_id": self.app_id,
-            "type": 2,
-            "data": {
-                "id": command_id,
-                "name": name,
-                "type": 1,
-                "options": options or [],
-                "resolved": resolved,
-            },
-            "guild_id": self.guild_id,
-            "channel_id": self.channel_id,
-            "channel": self._channel(),
-            "member": self._member(user or self.user),
-            "token": token,
-            "version": 1,
-            "app_permissions": str((1 << 41) - 1),
-            "locale": "en-US",
-            "guild_locale": "en-US",
-            "entitlements": [],
-            "authorizing_integration_owners": {"0": self.guild_id},
-            "context": 0,
-            "attachment_size_limit": attachment_size_limit,
+        ref_id, guild_id = self._command_ref(name, 1)
+        data: dict[str, Any] = {
+            "id": command_id or ref_id,
+            "name": name,
+            "type": 1,
+            "options": options or [],
+            "resolved": resolved,
         }
-        self.interactions[token] = _Interaction(iid, token, self.now(), attachment_size_limit)
+        if guild_id is not None:
+            data["guild_id"] = guild_id
+        payload = self._register(
+            2, data, user=user, permissions=permissions, attachment_size_limit=attachment_size_limit
+        )
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return payload
+
+    async def send_autocomplete(
+        self,
+        name: str,
+        options: list[dict[str, Any]],
+        *,
+        user: dict[str, Any] | None = None,
+        permissions: int | None = None,
+    ) -> dict[str, Any]:
+        """Dispatch an APPLICATION_COMMAND_AUTOCOMPLETE (type 4) interaction for slash command ``name``.
+
+        ``options`` are laid out as for ``send_interaction`` (subcommands nested); exactly one of them, at any
+        depth, must have ``"focused": True`` (its ``value`` is what the user has typed so far, a string). The bot's
+        answer is a type 8 callback: ``(await fake.wait_for_response(payload))["data"]["choices"]``.
+        """
+        focused = [o for o in self._flat_options(options) if o.get("focused")]
+        if len(focused) != 1:
+            raise ValueError(f"autocomplete needs exactly one option with 'focused': True, got {len(focused)}")
+        ref_id, guild_id = self._command_ref(name, 1)
+        data: dict[str, Any] = {"id": ref_id, "name": name, "type": 1, "options": options}
+        if guild_id is not None:
+            data["guild_id"] = guild_id
+        payload = self._register(4, data, user=user, permissions=permissions)
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return payload
+
+    @staticmethod
+    def _flat_options(options: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for opt in options:
+            yield opt
+            yield from FakeDiscord._flat_options(opt.get("options") or [])
+
+    async def send_message_command(
+        self,
+        name: str,
+        message: dict[str, Any],
+        *,
+        user: dict[str, Any] | None = None,
+        permissions: int | None = None,
+        attachment_size_limit: int = DEFAULT_UPLOAD_LIMIT,
+    ) -> dict[str, Any]:
+        """Dispatch a message context menu command (type 2 interaction, ``data.type`` 3) ``name`` on ``message``.
+
+        ``message`` is a stored message (e.g. from ``post_user_message``); it arrives in ``data.resolved.messages``
+        and ``data.target_id``, which discord.py hands to the ``ContextMenu`` callback as a ``discord.Message``.
+        """
+        ref_id, guild_id = self._command_ref(name, 3)
+        data: dict[str, Any] = {
+            "id": ref_id,
+            "name": name,
+            "type": 3,
+            "target_id": message["id"],
+            "resolved": {"messages": {message["id"]: copy.deepcopy(message)}},
+        }
+        if guild_id is not None:
+            data["guild_id"] = guild_id
+        payload = self._register(
+            2,
+            data,
+            channel_id=message["channel_id"],
+            user=user,
+            permissions=permissions,
+            attachment_size_limit=attachment_size_limit,
+            message_type=23,
+        )
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return payload
+
+    async def send_component(
+        self,
+        message_id: str,
+        custom_id: str,
+        *,
+        component_type: int = 2,
+        values: list[str] | None = None,
+        user: dict[str, Any] | None = None,
+        permissions: int | None = None,
+        attachment_size_limit: int = DEFAULT_UPLOAD_LIMIT,
+    ) -> dict[str, Any]:
+        """Click a button (``component_type`` 2) or choose in a select (3 string, 5 user, 6 role, 7 mentionable,
+        8 channel; ``values``) on stored message ``message_id``: dispatch a MESSAGE_COMPONENT (type 3) interaction.
+
+        The interaction carries the full current message, as Discord sends it (discord.py rebuilds persistent
+        views and ``DynamicItem``s from it). Like Discord, only a component that is on the message, of that type
+        and not disabled can be used, and string select ``values`` must be among its options: anything else raises
+        ``ValueError`` here (``KeyError`` if there is no such message). In a DM channel the interaction has
+        ``user`` and no guild, as Discord sends it.
+        """
+        msg = self.messages.get(str(message_id))
+        if msg is None:
+            raise KeyError(
+                f"send_component: no message {message_id} in fake.messages; the bot must have posted it (or store"
+                f" it there) before a user can click it"
+            )
+        comps = [c for c in _walk_components(msg.get("components") or []) if c.get("custom_id") == custom_id]
+        if not comps:
+            have = [(c.get("type"), c["custom_id"]) for c in self.components_of(msg["id"])]
+            raise ValueError(f"message {message_id} has no component {custom_id!r}; it has {have}")
+        comp = comps[0]
+        if comp.get("type") != component_type:
+            raise ValueError(f"component {custom_id!r} has type {comp.get('type')}, not {component_type}")
+        if comp.get("disabled"):
+            raise ValueError(f"component {custom_id!r} is disabled; Discord does not send clicks on it")
+        data: dict[str, Any] = {"custom_id": custom_id, "component_type": component_type}
+        if component_type in _SELECT_TYPES:
+            data["values"] = list(values or [])
+            if component_type == 3:
+                allowed = [o.get("value") for o in comp.get("options") or []]
+                bad = [v for v in data["values"] if v not in allowed]
+                if bad:
+                    raise ValueError(f"select {custom_id!r} has no option(s) {bad}; options are {allowed}")
+        elif values is not None:
+            raise ValueError("values are only for select menus (component_type 3, 5, 6, 7, 8)")
+        payload = self._register(
+            3,
+            data,
+            channel_id=msg["channel_id"],
+            user=user,
+            permissions=permissions,
+            message=msg,
+            attachment_size_limit=attachment_size_limit,
+            message_type=0,
+        )
         await self.dispatch("INTERACTION_CREATE", payload)
         return payload
 
@@ -621,7 +1089,7 @@ class FakeDiscord:
             if len(f.data) > limit:
                 raise _JSONError(413, 40005, "Request entity too large")
 
-    def _interaction_for_webhook(self, app: str, token: str) -> _Interaction:
+    def _interaction_for_webhook(self, app: str, token: str) -> FakeInteraction:
         inter = self.interactions.get(token)
         if app != self.app_id or inter is None:
             raise _JSONError(404, 10015, "Unknown Webhook")
@@ -629,44 +1097,9 @@ class FakeDiscord:
             raise _JSONError(401, 50027, "Invalid Webhook Token")
         return inter
 
-    def _attachments_from(self, rec: RecordedRequest, payload: dict[str, Any]) -> list[dict[str, Any]]:
-        out = []
-        for f in rec.files:
-            att = self.add_attachment(f.data, f.filename or "file", f.content_type or "application/octet-stream")
-            out.append(att)
-        # keep attachments the payload lists by an id that is not a new upload index
-        for a in payload.get("attachments") or []:
-            aid = str(a.get("id"))
-            if len(aid) > 5:
-                out.append(a)
-        return out
-
-    def _message_from(
-        self,
-        rec: RecordedRequest,
-        *,
-        mid: str | None = None,
-        interaction_id: str | None = None,
-        old: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        payload = rec.payload or {}
-        base = old or {}
-        attachments = self._attachments_from(rec, payload) if (rec.files or "attachments" in payload) else None
-        msg = self._message(
-            content=payload.get("content", base.get("content", "")) or "",
-            attachments=attachments if attachments is not None else base.get("attachments"),
-            embeds=payload.get("embeds", base.get("embeds")),
-            components=payload.get("components", base.get("components")),
-            flags=payload.get("flags", base.get("flags", 0)) or 0,
-            mid=mid,
-            interaction_id=interaction_id,
-        )
-        if old is not None:
-            msg["edited_timestamp"] = dt.datetime.now(dt.UTC).isoformat()
-        return msg
-
     def _handle(self, rec: RecordedRequest) -> Any:
         m, p = rec.method, rec.path
+        payload: dict[str, Any] = rec.payload if isinstance(rec.payload, dict) else {}
         if m == "GET" and p == "/users/@me":
             return {**self.bot_user, "verified": True, "mfa_enabled": False}
         if m == "GET" and p == "/oauth2/applications/@me":
@@ -692,6 +1125,20 @@ class FakeDiscord:
                 "shards": 1,
                 "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1},
             }
+        if m == "POST" and p == "/users/@me/channels":
+            recipient = str(payload.get("recipient_id"))
+            if recipient not in self.users:
+                raise _JSONError(400, 50033, "Invalid Recipient(s)")
+            return self._dm_channel(recipient)
+        if (match := re.fullmatch(r"/users/(\d+)", p)) and m == "GET":
+            user = self.users.get(match.group(1))
+            if user is None:
+                raise _JSONError(404, 10013, "Unknown User")
+            return user
+        if (match := re.fullmatch(r"/guilds/(\d+)/members/(\d+)", p)) and m == "GET":
+            if match.group(1) != self.guild_id or match.group(2) not in self._member_ids:
+                raise _JSONError(404, 10007, "Unknown Member")
+            return self._member(self.users[match.group(2)])
         if match := re.fullmatch(r"/applications/(\d+)(?:/guilds/(\d+))?/commands", p):
             key = match.group(2) or "global"
             if m == "GET":
@@ -705,6 +1152,7 @@ class FakeDiscord:
                             "application_id": self.app_id,
                             "version": self.snowflake(),
                             "type": 1,
+                            "description": "",  # Discord answers "" for context menus, which send none
                             "default_member_permissions": None,
                             "dm_permission": True,
                             "nsfw": False,
@@ -716,53 +1164,79 @@ class FakeDiscord:
                 return stored
         if match := re.fullmatch(r"/interactions/(\d+)/([^/]+)/callback", p):
             return self._callback(rec, match.group(1), match.group(2))
-        if match := re.fullmatch(r"/webhooks/(\d+)/([^/]+)/messages/@original", p):
-            inter = self._interaction_for_webhook(match.group(1), match.group(2))
-            if m == "GET":
-                if inter.original_message is None:
-                    raise _JSONError(404, 10008, "Unknown Message")
-                return inter.original_message
-            if m == "PATCH":
-                self._check_upload(rec, inter.size_limit)
-                old = inter.original_message
-                msg = self._message_from(rec, mid=old["id"] if old else None, interaction_id=inter.id, old=old)
-                inter.original_message = msg
-                return msg
-            if m == "DELETE":
-                inter.original_message = None
-                return None
         if (match := re.fullmatch(r"/webhooks/(\d+)/([^/]+)", p)) and m == "POST":
             inter = self._interaction_for_webhook(match.group(1), match.group(2))
+            if not inter.acked:  # follow-ups need the initial response first
+                raise _JSONError(404, 10015, "Unknown Webhook")
             self._check_upload(rec, inter.size_limit)
-            return self._message_from(rec, interaction_id=inter.id)
-        if match := re.fullmatch(r"/webhooks/(\d+)/([^/]+)/messages/(\d+)", p):
+            msg = self._create_from(inter.channel_id, payload, rec.files, webhook=True, message_type=inter.message_type)
+            return msg if _truthy(rec.query.get("wait")) else None
+        if match := re.fullmatch(r"/webhooks/(\d+)/([^/]+)/messages/(@original|\d+)", p):
             inter = self._interaction_for_webhook(match.group(1), match.group(2))
-            old = self.messages.get(match.group(3))
-            if old is None:
+            mid = inter.original_id if match.group(3) == "@original" else match.group(3)
+            old = self.messages.get(mid) if mid is not None else None
+            # a webhook token reaches the app's webhook messages and the interaction's original message
+            if old is None or (old.get("webhook_id") != self.app_id and mid != inter.original_id):
                 raise _JSONError(404, 10008, "Unknown Message")
+            if m == "GET":
+                return old
             if m == "PATCH":
                 self._check_upload(rec, inter.size_limit)
-                return self._message_from(rec, mid=old["id"], interaction_id=inter.id, old=old)
+                return self._edit(old, payload, rec.files)
+            if m == "DELETE":
+                self._delete(old["id"])
+                return None
+        if match := re.fullmatch(r"/channels/(\d+)", p):
+            channel = self._channel() if match.group(1) == self.channel_id else self.dm_channels.get(match.group(1))
+            if channel is None:
+                raise _JSONError(404, 10003, "Unknown Channel")
             if m == "GET":
-                return old
+                return channel
         if match := re.fullmatch(r"/channels/(\d+)/messages", p):
-            if match.group(1) != self.channel_id:
+            cid = match.group(1)
+            if cid != self.channel_id and cid not in self.dm_channels:
                 raise _JSONError(404, 10003, "Unknown Channel")
             if m == "POST":
+                if cid == self.channel_id and self.channel_posts_forbidden:
+                    raise _JSONError(403, 50013, "Missing Permissions")
+                if cid in self.dm_channels and self.dms_forbidden:
+                    raise _JSONError(403, 50007, "Cannot send messages to this user")
                 self._check_upload(rec, self.upload_limit)
-                return self._message_from(rec)
+                return self._create_from(cid, payload, rec.files, webhook=False)
+            if m == "GET":
+                return self._history(cid, rec.query)
         if match := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", p):
             old = self.messages.get(match.group(2))
-            if old is None:
+            # ephemeral messages exist only for the interaction webhook
+            if old is None or old["channel_id"] != match.group(1) or (old.get("flags") or 0) & EPHEMERAL:
                 raise _JSONError(404, 10008, "Unknown Message")
-            if m == "PATCH":
-                self._check_upload(rec, self.upload_limit)
-                return self._message_from(rec, mid=old["id"], old=old)
             if m == "GET":
                 return old
+            if m == "PATCH":
+                if old["author"]["id"] != self.app_id:
+                    raise _JSONError(403, 50005, "Cannot edit a message authored by another user")
+                self._check_upload(rec, self.upload_limit)
+                return self._edit(old, payload, rec.files)
+            if m == "DELETE":
+                self._delete(old["id"])
+                return None
         if match := re.fullmatch(r"/channels/(\d+)/typing", p):
             return None
         raise _JSONError(404, 0, f"fake Discord has no route {m} {p}")
+
+    def _history(self, channel_id: str, query: dict[str, str]) -> list[dict[str, Any]]:
+        """``GET /channels/{id}/messages``: newest first, honouring ``limit``, ``before`` and ``after``."""
+        found = [
+            msg
+            for msg in self.messages.values()
+            if msg["channel_id"] == channel_id and not (msg.get("flags") or 0) & EPHEMERAL
+        ]
+        if "before" in query:
+            found = [msg for msg in found if int(msg["id"]) < int(query["before"])]
+        if "after" in query:
+            found = [msg for msg in found if int(msg["id"]) > int(query["after"])]
+        found.sort(key=lambda msg: int(msg["id"]), reverse=True)
+        return found[: int(query.get("limit", 50))]
 
     def _callback(self, rec: RecordedRequest, iid: str, token: str) -> Any:
         inter = self.interactions.get(token)
@@ -771,31 +1245,47 @@ class FakeDiscord:
         if inter.acked:
             raise _JSONError(400, 40060, "Interaction has already been acknowledged.")
         self._check_upload(rec, inter.size_limit)
-        inter.acked = True
         payload = rec.payload or {}
         rtype = payload.get("type")
+        if rtype not in _CALLBACK_TYPES.get(inter.kind, frozenset()):
+            raise _JSONError(400, 50035, f"Invalid Form Body: callback type {rtype} for interaction type {inter.kind}")
         data = payload.get("data") or {}
+        inter.acked = True
+        inter.response = {"type": rtype, "data": data}
         flags = data.get("flags", 0) or 0
         info: dict[str, Any] = {
             "id": iid,
-            "type": 2,
+            "type": inter.kind,
             "activity_instance_id": None,
             "response_message_id": None,
             "response_message_loading": rtype == 5,
-            "response_message_ephemeral": bool(flags & 64),
+            "response_message_ephemeral": bool(flags & EPHEMERAL),
         }
         resource: dict[str, Any] | None = None
         if rtype in (4, 5):
-            fake_rec = RecordedRequest(rec.method, rec.path, rec.query, json=data, files=rec.files)
-            msg = self._message_from(fake_rec, interaction_id=iid)
-            if rtype == 5:
-                msg["flags"] = (msg["flags"] or 0) | 128  # LOADING
-            inter.original_message = msg
+            msg = self._create_from(
+                inter.channel_id,
+                data,
+                rec.files,
+                webhook=True,
+                message_type=inter.message_type,
+                extra_flags=LOADING if rtype == 5 else 0,
+            )
+            inter.original_id = msg["id"]
             info["response_message_id"] = msg["id"]
             resource = {"type": rtype, "message": msg}
+        elif rtype in (6, 7) and inter.message_id is not None:
+            # a component's original message is the message the component is on
+            inter.original_id = inter.message_id
+            info["response_message_id"] = inter.message_id
+            old = self.messages.get(inter.message_id)
+            info["response_message_ephemeral"] = bool(old and (old.get("flags") or 0) & EPHEMERAL)
+            resource = {"type": rtype}
+            if rtype == 7 and old is not None:
+                resource["message"] = self._edit(old, data, rec.files)
         elif rtype is not None:
             resource = {"type": rtype}
-        if rec.query.get("with_response") not in ("1", "true", "True"):
+        if not _truthy(rec.query.get("with_response")):
             return None
         out: dict[str, Any] = {"interaction": info}
         if resource is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +14,7 @@ import discord
 import pytest
 import pytest_asyncio
 from discord import app_commands
-from fake_discord import FakeDiscord, running_fake
+from fake_discord import EPHEMERAL, LOADING, FakeDiscord, running_fake
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(30)]
 
@@ -33,6 +34,27 @@ class TinyClient(discord.Client):
     def __init__(self) -> None:
         super().__init__(intents=discord.Intents.default(), guild_ready_timeout=0.1)
         self.tree = app_commands.CommandTree(self)
+        self.job_click: Callable[[discord.Interaction, JobButton], Awaitable[None]] | None = None
+
+
+class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=r"job:(?P<job>\d+):(?P<action>cancel|retry)"):
+    """A persistent button whose state lives in its custom_id; clicks go to ``client.job_click``."""
+
+    def __init__(self, job: int, action: str) -> None:
+        super().__init__(discord.ui.Button(label=action, custom_id=f"job:{job}:{action}"))
+        self.job = job
+        self.action = action
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]
+    ) -> JobButton:
+        return cls(int(match["job"]), match["action"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        client = interaction.client
+        assert isinstance(client, TinyClient) and client.job_click is not None
+        await client.job_click(interaction, self)
 
 
 @dataclass
@@ -237,3 +259,326 @@ async def test_channel_messages(env: Env) -> None:
     assert edited.content == "bye"
     post = await env.fake.wait_for_request("POST", rf"/channels/{env.fake.channel_id}/messages$")
     assert post.files[0].data == b"img"
+
+
+def guild_channel(env: Env) -> discord.TextChannel:
+    channel = env.client.get_channel(int(env.fake.channel_id))
+    assert isinstance(channel, discord.TextChannel)
+    return channel
+
+
+async def test_dynamic_button_click_reply_then_defer_update_and_followup(env: Env) -> None:
+    env.client.add_dynamic_items(JobButton)
+    clicks: list[tuple[int, str, int]] = []
+    alice = env.fake.add_user("alice")
+
+    async def on_click(interaction: discord.Interaction, button: JobButton) -> None:
+        clicks.append((button.job, button.action, interaction.user.id))
+        if button.action == "cancel":
+            await interaction.response.send_message(f"cancelled {button.job}", ephemeral=True)
+        else:
+            await interaction.response.defer()  # a component's defer is type 6, "deferred update"
+            await interaction.edit_original_response(content=f"retrying {button.job}")  # edits the clicked message
+            env.seen["followup"] = await interaction.followup.send("queued again", ephemeral=True, wait=True)
+        env.done.set()
+
+    env.client.job_click = on_click
+    view = discord.ui.View(timeout=None)
+    view.add_item(JobButton(7, "cancel"))
+    view.add_item(JobButton(7, "retry"))
+    posted = await guild_channel(env).send("job 7 running", view=view)
+    mid = str(posted.id)
+    assert [c["custom_id"] for c in env.fake.components_of(mid)] == ["job:7:cancel", "job:7:retry"]
+
+    click = await env.fake.send_component(mid, "job:7:cancel")
+    await asyncio.wait_for(env.done.wait(), 5)
+    answer = await env.fake.wait_for_response(click)
+    assert answer["type"] == 4 and answer["data"]["content"] == "cancelled 7" and answer["data"]["flags"] == EPHEMERAL
+    reply = env.fake.interactions[click["token"]].original_message
+    assert reply is not None and reply["flags"] & EPHEMERAL and reply["content"] == "cancelled 7"
+
+    env.done.clear()
+    click = await env.fake.send_component(mid, "job:7:retry", user=alice)
+    await asyncio.wait_for(env.done.wait(), 5)
+    assert (await env.fake.wait_for_response(click))["type"] == 6
+    assert clicks == [(7, "cancel", int(env.fake.user["id"])), (7, "retry", int(alice["id"]))]
+    current = env.fake.last_edit_of(mid)
+    assert current["content"] == "retrying 7" and current["edited_timestamp"] is not None
+    assert [c["custom_id"] for c in env.fake.components_of(mid)] == ["job:7:cancel", "job:7:retry"]  # kept
+    followup = env.seen["followup"]
+    assert followup.content == "queued again" and followup.flags.ephemeral
+    assert env.fake.last_edit_of(str(followup.id))["flags"] & EPHEMERAL
+
+
+async def test_select_menu_gets_values_and_update_message_edits_it(env: Env) -> None:
+    class Picker(discord.ui.View):
+        def __init__(self) -> None:
+            super().__init__(timeout=None)
+
+        @discord.ui.select(
+            custom_id="size",
+            max_values=2,
+            options=[discord.SelectOption(label=v, value=v) for v in ("256", "512", "1024")],
+        )
+        async def size(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
+            env.seen["values"] = select.values
+            await interaction.response.edit_message(content=f"size {','.join(select.values)}", view=None)
+            env.done.set()
+
+    posted = await guild_channel(env).send("pick a size", view=Picker())
+    mid = str(posted.id)
+    with pytest.raises(KeyError, match="no message"):
+        await env.fake.send_component("42", "size", component_type=3, values=["256"])
+    with pytest.raises(ValueError, match="no component 'nope'"):
+        await env.fake.send_component(mid, "nope")
+    with pytest.raises(ValueError, match="no option"):
+        await env.fake.send_component(mid, "size", component_type=3, values=["999"])
+    with pytest.raises(ValueError, match="type 3, not 2"):
+        await env.fake.send_component(mid, "size")
+
+    choice = await env.fake.send_component(mid, "size", component_type=3, values=["256", "1024"])
+    await asyncio.wait_for(env.done.wait(), 5)
+    assert env.seen["values"] == ["256", "1024"]
+    answer = await env.fake.wait_for_response(choice)
+    assert answer["type"] == 7 and answer["data"]["components"] == []
+    current = env.fake.last_edit_of(mid)
+    assert current["content"] == "size 256,1024" and current["components"] == []
+    assert [v["content"] for v in env.fake.message_history(mid)] == ["pick a size", "size 256,1024"]
+    assert env.fake.interactions[choice["token"]].original_message == current
+    with pytest.raises(ValueError, match="no component"):  # the menu is gone: nobody can use it any more
+        await env.fake.send_component(mid, "size", component_type=3, values=["256"])
+
+
+async def test_autocomplete_in_subcommand_is_answered_with_choices(env: Env) -> None:
+    style = app_commands.Group(name="style", description="saved styles")
+
+    @style.command(name="save", description="save a style")
+    async def save(interaction: discord.Interaction, name: str, strength: int = 1) -> None:
+        await interaction.response.send_message(f"saved {name} at {strength}")
+        env.done.set()
+
+    @save.autocomplete("name")
+    async def name_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        env.seen["autocomplete"] = (current, interaction.namespace.strength)
+        names = ("starry", "stripes", "mosaic")
+        return [app_commands.Choice(name=n, value=n) for n in names if n.startswith(current)]
+
+    env.client.tree.add_command(style)
+    with pytest.raises(ValueError, match="exactly one"):
+        await env.fake.send_autocomplete("style", [{"type": 1, "name": "save", "options": []}])
+    env.fake.rate_limit_next("POST", r"/callback$", retry_after=0.05)
+    typed = {"type": 3, "name": "name", "value": "st", "focused": True}
+    ask = await env.fake.send_autocomplete(
+        "style", [{"type": 1, "name": "save", "options": [typed, {"type": 4, "name": "strength", "value": 3}]}]
+    )
+    answer = await env.fake.wait_for_response(ask)
+    assert answer["type"] == 8
+    assert [c["value"] for c in answer["data"]["choices"]] == ["starry", "stripes"]
+    assert env.seen["autocomplete"] == ("st", 3)
+    first = await env.fake.wait_for_request("POST", r"/callback$")
+    second = await env.fake.wait_for_request("POST", r"/callback$")
+    assert (first.status, second.status) == (429, 200)  # retried
+
+    run = await env.fake.send_interaction(
+        "style", [{"type": 1, "name": "save", "options": [{"type": 3, "name": "name", "value": "starry"}]}]
+    )
+    await asyncio.wait_for(env.done.wait(), 5)
+    assert (await env.fake.wait_for_response(run))["data"]["content"] == "saved starry at 1"
+
+
+async def test_second_user_and_member_permissions(env: Env) -> None:
+    alice = env.fake.add_user("alice")
+    calls: dict[str, tuple[bool, bool]] = {}
+
+    @env.client.tree.command(name="whoami", description="who am I")
+    async def whoami(interaction: discord.Interaction) -> None:
+        perms = interaction.permissions
+        calls[interaction.user.name] = (perms.manage_guild, perms.send_messages)
+        await interaction.response.send_message("ok", ephemeral=True)
+        if len(calls) == 2:
+            env.done.set()
+
+    await env.fake.send_interaction("whoami")
+    await env.fake.send_interaction("whoami", user=alice, permissions=discord.Permissions(send_messages=True).value)
+    await asyncio.wait_for(env.done.wait(), 5)
+    assert calls == {"tester": (True, True), "alice": (False, True)}
+    fetched = await env.client.fetch_user(int(alice["id"]))
+    assert fetched.name == "alice" and not fetched.bot
+
+
+async def test_message_context_menu_reads_attachment_and_ephemeral_select(env: Env, content_bytes: bytes) -> None:
+    async def use_image(interaction: discord.Interaction, message: discord.Message) -> None:
+        att = message.attachments[0]
+        env.seen["target"] = (message.author.id, message.content, att.filename, await att.read())
+        select = discord.ui.Select(options=[discord.SelectOption(label=v, value=v) for v in ("content", "style")])
+
+        async def chosen(choice: discord.Interaction) -> None:
+            env.seen["role"] = select.values
+            await choice.response.edit_message(content=f"using it as {select.values[0]}", view=None)
+            env.done.set()
+
+        select.callback = chosen
+        view = discord.ui.View(timeout=None)
+        view.add_item(select)
+        await interaction.response.send_message("use this image as?", view=view, ephemeral=True)
+
+    env.client.tree.add_command(app_commands.ContextMenu(name="Use image", callback=use_image))
+    att = env.fake.add_attachment(content_bytes, "photo.png", width=128, height=128)
+    target = env.fake.post_user_message("my photo", attachments=[att])
+    invoke = await env.fake.send_message_command("Use image", target)
+    answer = await env.fake.wait_for_response(invoke)
+    assert answer["type"] == 4 and answer["data"]["flags"] == EPHEMERAL
+    assert env.seen["target"] == (int(env.fake.user["id"]), "my photo", "photo.png", content_bytes)
+
+    prompt_id = env.fake.interactions[invoke["token"]].original_id
+    assert prompt_id is not None and env.fake.last_edit_of(prompt_id)["flags"] & EPHEMERAL
+    with pytest.raises(discord.NotFound):  # ephemeral messages are not in the channel
+        await guild_channel(env).fetch_message(int(prompt_id))
+    [menu] = env.fake.components_of(prompt_id)
+    await env.fake.send_component(prompt_id, menu["custom_id"], component_type=3, values=["style"])
+    await asyncio.wait_for(env.done.wait(), 5)
+    assert env.seen["role"] == ["style"]
+    assert env.fake.last_edit_of(prompt_id)["content"] == "using it as style"
+    assert env.fake.messages_in_channel() == []  # neither the user's message nor ephemeral replies
+    assert [m["id"] for m in env.fake.messages_in_channel(include_interactions=True)] == [prompt_id]
+
+
+async def test_channel_post_forbidden_and_dm_with_button(env: Env) -> None:
+    channel = guild_channel(env)
+    await channel.send("one")
+    env.fake.channel_posts_forbidden = True
+    with pytest.raises(discord.Forbidden) as denied:
+        await channel.send("two")
+    assert denied.value.code == 50013
+    assert [m["content"] for m in env.fake.messages_in_channel()] == ["one"]
+
+    member = await channel.guild.fetch_member(int(env.fake.user["id"]))  # no members intent: not cached
+    env.client.add_dynamic_items(JobButton)
+    view = discord.ui.View(timeout=None)
+    view.add_item(JobButton(3, "retry"))
+    dm = await member.send("your image", file=discord.File(io.BytesIO(b"png-bytes"), filename="out.png"), view=view)
+    assert isinstance(dm.channel, discord.DMChannel) and dm.guild is None
+    [dm_id] = env.fake.dm_channels
+    assert env.fake.dm_channels[dm_id]["recipients"][0]["id"] == env.fake.user["id"]
+    [stored] = env.fake.messages_in_channel(dm_id)
+    assert stored["content"] == "your image" and "guild_id" not in stored
+    assert await dm.attachments[0].read() == b"png-bytes"
+
+    async def on_click(interaction: discord.Interaction, button: JobButton) -> None:
+        env.seen["dm_click"] = (interaction.guild_id, interaction.user.id, button.job)
+        await interaction.response.send_message("retrying")
+        env.done.set()
+
+    env.client.job_click = on_click
+    await env.fake.send_component(str(dm.id), "job:3:retry")
+    await asyncio.wait_for(env.done.wait(), 5)
+    assert env.seen["dm_click"] == (None, int(env.fake.user["id"]), 3)
+
+    env.fake.dms_forbidden = True
+    with pytest.raises(discord.Forbidden) as closed:
+        await member.send("again")
+    assert closed.value.code == 50007
+    creates = [r for r in env.fake.requests if r.path == "/users/@me/channels"]
+    assert len(creates) == 1  # discord.py caches the DM channel
+
+
+async def test_followups_and_webhook_edits_by_message_id(env: Env) -> None:
+    @env.client.tree.command(name="render", description="render")
+    async def render(interaction: discord.Interaction) -> None:
+        deferred = await interaction.response.defer(thinking=True)
+        assert deferred is not None
+        env.seen["original_id"] = deferred.message_id
+        env.seen["token"] = interaction.token
+        preview = discord.File(io.BytesIO(b"preview"), filename="p.png")
+        env.seen["preview"] = await interaction.followup.send("preview", file=preview, wait=True)
+        env.seen["private"] = await interaction.followup.send("only you", ephemeral=True, wait=True)
+        env.seen["original"] = await interaction.original_response()
+        env.done.set()
+
+    invoke = await env.fake.send_interaction("render", attachment_size_limit=1000)
+    await asyncio.wait_for(env.done.wait(), 5)
+    preview, private = env.seen["preview"], env.seen["private"]
+    assert await preview.attachments[0].read() == b"preview"
+    assert private.flags.ephemeral and not preview.flags.ephemeral
+    assert env.seen["original"].id == env.seen["original_id"]
+    inter = env.fake.interactions[invoke["token"]]
+    assert inter.original_message is not None and inter.original_message["flags"] & LOADING
+
+    # later (a job finished), with only the token: edit the follow-up and the original by id
+    webhook = discord.Webhook.partial(int(env.fake.app_id), env.seen["token"], client=env.client)
+    view = discord.ui.View(timeout=None)
+    view.add_item(JobButton(9, "retry"))
+    final = discord.File(io.BytesIO(b"final-bytes"), filename="final.png")
+    edited = await webhook.edit_message(preview.id, content="final", attachments=[final], view=view)
+    assert edited.content == "final" and [a.filename for a in edited.attachments] == ["final.png"]
+    assert await edited.attachments[0].read() == b"final-bytes"
+    assert [c["custom_id"] for c in env.fake.components_of(str(preview.id))] == ["job:9:retry"]
+    original = await webhook.edit_message(env.seen["original_id"], content="done: 3 images")
+    assert original.content == "done: 3 images"
+    assert inter.original_message["content"] == "done: 3 images" and not inter.original_message["flags"] & LOADING
+    assert env.fake.last_edit_of(str(env.seen["original_id"])) is inter.original_message
+
+    env.done.clear()
+    env.client.add_dynamic_items(JobButton)
+
+    async def on_click(interaction: discord.Interaction, button: JobButton) -> None:
+        env.seen["clicked"] = (button.job, button.action)
+        await interaction.response.defer()
+        env.done.set()
+
+    env.client.job_click = on_click
+    await env.fake.send_component(str(preview.id), "job:9:retry")
+    await asyncio.wait_for(env.done.wait(), 5)
+    assert env.seen["clicked"] == (9, "retry")
+
+    too_big = discord.File(io.BytesIO(b"x" * 2000), filename="big.png")
+    with pytest.raises(discord.HTTPException) as large:
+        await webhook.edit_message(preview.id, attachments=[too_big])
+    assert (large.value.status, large.value.code) == (413, 40005)
+    env.fake.advance_clock(15 * 60 + 1)
+    with pytest.raises(discord.HTTPException) as expired:
+        await webhook.edit_message(preview.id, content="late")
+    assert (expired.value.status, expired.value.code) == (401, 50027)
+
+
+async def test_component_late_ack_followup_before_ack_and_upload_limit(env: Env) -> None:
+    release = asyncio.Event()
+
+    class Go(discord.ui.View):
+        def __init__(self) -> None:
+            super().__init__(timeout=None)
+
+        @discord.ui.button(label="go", custom_id="go")
+        async def go(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+            try:
+                if env.seen.get("late"):
+                    await release.wait()
+                    with pytest.raises(discord.NotFound) as late:
+                        await interaction.response.defer()
+                    env.seen["late_code"] = late.value.code
+                    return
+                with pytest.raises(discord.NotFound) as early:
+                    await interaction.followup.send("too early")
+                big = discord.File(io.BytesIO(b"x" * 2000), filename="big.png")
+                with pytest.raises(discord.HTTPException) as large:
+                    await interaction.response.send_message(file=big)
+                env.seen["codes"] = (early.value.code, large.value.code)
+                await interaction.response.defer()
+            finally:
+                env.done.set()
+
+    mid = str((await guild_channel(env).send("go?", view=Go())).id)
+    env.fake.rate_limit_next("POST", r"/callback$", retry_after=0.05)
+    await env.fake.send_component(mid, "go", attachment_size_limit=1000)
+    await asyncio.wait_for(env.done.wait(), 5)
+    assert env.seen["codes"] == (10015, 40005)
+    assert [r.status for r in env.fake.requests if r.path.endswith("/callback")] == [429, 413, 200]
+
+    env.done.clear()
+    env.seen["late"] = True
+    await env.fake.send_component(mid, "go")
+    await asyncio.sleep(0.05)
+    env.fake.advance_clock(3.5)
+    release.set()
+    await asyncio.wait_for(env.done.wait(), 5)
+    assert env.seen["late_code"] == 10062

@@ -1,0 +1,175 @@
+"""The bot itself: one `commands.Bot` subclass that owns the queue, its own store and the HTTP session.
+
+`setup_hook` (after login, before the gateway connects) opens the bot's store and the job queue, loads one cog per
+feature, registers the result buttons (`DynamicItem`s, so old replies keep working), syncs the commands only if they
+changed, starts the health endpoint, and picks up every job whose reply was not finished before a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import aiohttp
+import discord
+from discord.ext import commands
+
+from bot.buttons import JobButton
+from bot.config import BotConfig
+from bot.endpoints import apply_endpoints
+from bot.health import HealthServer
+from bot.records import BotStore, Reply
+from bot.reporter import Reporter
+from bot.starter import ImageSource, JobStarter
+from bot.sync import sync_commands
+from nst_core.errors import NSTError
+from nst_core.images import style_role
+from nst_core.params import StyleParams
+from nst_jobs.queue import JobQueue
+
+__all__ = ["StyleBot", "create_bot"]
+
+log = logging.getLogger(__name__)
+
+#: What the result buttons change: style weight multipliers, or a fresh seed.
+STYLE_FACTORS = {"more": 2.0, "less": 0.5}
+
+
+class StyleBot(commands.Bot):
+    """The Discord front end; see the module docstring."""
+
+    config: BotConfig
+    queue: JobQueue
+    store: BotStore
+    http_session: aiohttp.ClientSession
+    starter: JobStarter
+
+    def __init__(self, config: BotConfig, *, serve: bool = True, **client_options: Any) -> None:
+        """`serve=False`: only what `nst-bot sync` needs (the store and the commands; no queue, no workers)."""
+        intents = discord.Intents.none()
+        intents.guilds = True  # channels and permissions; no privileged intents
+        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
+                         allowed_mentions=discord.AllowedMentions.none(), **client_options)
+        self.config = config
+        self.serve = serve
+        self.starter = JobStarter(self)
+        self.reporters: dict[str, asyncio.Task[None]] = {}
+        self.health: HealthServer | None = None
+        self._opened: list[str] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------------
+    async def setup_hook(self) -> None:
+        from bot.cogs.admin import AdminCog
+        from bot.cogs.jobs import JobsCog
+        from bot.cogs.styles import StylesCog
+        from bot.cogs.stylize import StylizeCog
+
+        data_dir = self.config.queue.data_dir
+        self.store = await BotStore.open(data_dir)
+        self._opened.append("store")
+        for cog in (StylizeCog(self), StylesCog(self), JobsCog(self), AdminCog(self)):
+            await self.add_cog(cog)
+        if not self.serve:
+            return
+        self.queue = JobQueue(self.config.queue)
+        await self.queue.start()
+        self._opened.append("queue")
+        self.http_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
+        self._opened.append("session")
+        self.add_dynamic_items(JobButton)
+        if self.config.discord.sync_commands != "never":
+            await sync_commands(self, force=self.config.discord.sync_commands == "always")
+        if self.config.health.port:
+            self.health = HealthServer(self, self.config.health.host, self.config.health.port)
+            await self.health.start()
+        for reply in await self.store.replies():
+            self.follow(reply)
+        if self.reporters:
+            log.info("picked up %d job(s) whose replies were not finished", len(self.reporters))
+
+    async def close(self) -> None:
+        for task in list(self.reporters.values()):
+            task.cancel()
+        await asyncio.gather(*self.reporters.values(), return_exceptions=True)
+        await super().close()
+        if self.health is not None:
+            await self.health.close()
+        if "session" in self._opened:
+            await self.http_session.close()
+        if "queue" in self._opened:
+            await self.queue.close()
+        if "store" in self._opened:
+            await self.store.close()
+        self._opened.clear()
+
+    async def on_ready(self) -> None:
+        log.info("connected as %s (id %s) to %d server(s)", self.user, self.user.id if self.user else "?",
+                 len(self.guilds))
+
+    # -- jobs --------------------------------------------------------------------------------------------------------
+    def follow(self, reply: Reply) -> None:
+        """Keep the reply of job `reply.job_id` current until its outcome is delivered."""
+        if reply.job_id in self.reporters:
+            return
+        task = asyncio.create_task(Reporter(self, reply).run(), name=f"nst-reply-{reply.job_id}")
+        self.reporters[reply.job_id] = task
+        task.add_done_callback(lambda _t, job_id=reply.job_id: self.reporters.pop(job_id, None))
+
+    async def on_job_button(self, interaction: discord.Interaction[Any], action: str, job_id: str) -> None:
+        """A result button: cancel, or start a follow-up job from the same images."""
+        from bot.cogs.jobs import cancel_job
+
+        if action == "cancel":
+            await cancel_job(self, interaction, job_id)
+            return
+        try:
+            job = await self.queue.get(job_id)
+            content, styles = self.queue.store.read_inputs(job)
+        except NSTError as exc:
+            await self.starter.refuse(interaction, str(exc), f"button {action}")
+            return
+        except OSError:
+            hours = self.config.queue.retention_hours
+            await self.starter.refuse(interaction, f"the images of job {job_id} were deleted (they are kept "
+                                      f"{hours:g} hours); run /stylize again", f"button {action}")
+            return
+        used = dict(job.params)
+        if job.result and job.result.get("params"):
+            used["seed"] = job.result["params"].get("seed")  # keep the look, change only what the button says
+        try:
+            params = StyleParams.from_dict(used)
+            if action == "reroll":
+                params = params.replace(seed=None)
+                change = "re-roll (new seed)"
+            else:
+                params = params.replace(style_weight=params.style_weight * STYLE_FACTORS[action])
+                change = f"{'more' if action == 'more' else 'less'} style (style {params.style_weight:g})"
+        except NSTError as exc:
+            await self.starter.refuse(interaction, str(exc), f"button {action}")
+            return
+        summary = f"{change} of `{job.id}`"
+        await self.starter.start(
+            interaction, params=params, content=ImageSource(data=content, name="content"),
+            styles=[ImageSource(data=s, name=style_role(i, len(styles))) for i, s in enumerate(styles)],
+            summary=summary, origin=f"button {action}")
+
+
+def create_bot(config: BotConfig, **client_options: Any) -> StyleBot:
+    """The bot, with discord.py pointed at the configured endpoints (Discord's own unless set)."""
+    apply_endpoints(config.discord)
+    return StyleBot(config, **client_options)
+
+
+async def run_bot(config: BotConfig, token: str) -> None:
+    """Run until the process is stopped (SIGINT / SIGTERM close the bot cleanly)."""
+    bot = create_bot(config)
+    async with bot:
+        loop = asyncio.get_running_loop()
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
+        await bot.start(token)

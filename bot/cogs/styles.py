@@ -1,0 +1,117 @@
+"""Saved styles per server: `/style save`, `/style list`, `/style delete`.
+
+Anyone may list them and use them (`/stylize saved_style:`, the "Stylize this image" menu); saving and deleting
+need the Manage Server permission, checked here on the server side as well (Discord cannot restrict one subcommand
+of a group).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.attachments import check_attachment_metadata, check_image_bytes, download
+from bot.cogs.stylize import saved_style_choices
+from nst_core.errors import NSTError
+
+if TYPE_CHECKING:
+    from bot.app import StyleBot
+
+log = logging.getLogger(__name__)
+
+NAME_MAX = 40
+
+
+def normalise_name(name: str) -> str:
+    """Saved style names are compared in lower case, single spaces, at most NAME_MAX characters."""
+    cleaned = " ".join(name.split()).lower()
+    if not cleaned:
+        raise ValueError("give the style a name")
+    if len(cleaned) > NAME_MAX:
+        raise ValueError(f"a style name has at most {NAME_MAX} characters")
+    return cleaned
+
+
+class StylesCog(commands.GroupCog, group_name="style", group_description="Styles saved on this server"):
+    def __init__(self, bot: StyleBot) -> None:
+        self.bot = bot
+        super().__init__()
+
+    async def _require_manage_guild(self, interaction: discord.Interaction[Any]) -> bool:
+        if interaction.permissions.manage_guild:
+            return True
+        log.info("refused /style for user %s: no Manage Server permission", interaction.user.id)
+        await interaction.response.send_message("⚠️ Saving and deleting styles needs the Manage Server permission.",
+                                                ephemeral=True)
+        return False
+
+    @app_commands.command(name="save", description="Save a style image under a name (Manage Server)")
+    @app_commands.guild_only()
+    @app_commands.describe(name="what members will pick it by", image="the painting")
+    async def save(self, interaction: discord.Interaction[Any], name: str, image: discord.Attachment) -> None:
+        if not await self._require_manage_guild(interaction):
+            return
+        starter = self.bot.starter
+        guild_id = interaction.guild_id or 0
+        try:
+            key = normalise_name(name)
+        except ValueError as exc:
+            await starter.refuse(interaction, str(exc), "/style save")
+            return
+        existing = await self.bot.store.styles(guild_id)
+        if len(existing) >= self.bot.config.limits.max_saved_styles and key not in {s.name for s in existing}:
+            await starter.refuse(interaction, f"this server has {len(existing)} saved styles, the most allowed; "
+                                 "delete one first", "/style save")
+            return
+        limits = starter.image_limits
+        try:
+            check_attachment_metadata(role="style", filename=image.filename, size=image.size,
+                                      content_type=image.content_type, width=image.width, height=image.height,
+                                      limits=limits)
+        except NSTError as exc:
+            await starter.refuse(interaction, str(exc), "/style save")
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            data = await download(self.bot.http_session, image.url, role="style", limits=limits)
+            checked = await check_image_bytes(data, role="style", filename=image.filename, limits=limits)
+        except NSTError as exc:
+            await starter.refuse(interaction, str(exc), "/style save")
+            return
+        await self.bot.store.save_style(guild_id, key, checked.data, interaction.user.id)
+        log.info("guild %s: style %r saved by %s", guild_id, key, interaction.user.id)
+        await interaction.followup.send(f"Saved style “{key}” ({checked.width}x{checked.height}). Use it with "
+                                        f"`/stylize saved_style:{key}` or “Stylize this image”.", ephemeral=True)
+
+    @app_commands.command(name="list", description="The styles saved on this server")
+    @app_commands.guild_only()
+    async def list(self, interaction: discord.Interaction[Any]) -> None:
+        styles = await self.bot.store.styles(interaction.guild_id or 0)
+        if not styles:
+            text = "No saved styles yet. Someone with Manage Server can add one with `/style save`."
+        else:
+            lines = [f"• **{s.name}** (by <@{s.created_by}>)" for s in styles]
+            text = f"{len(styles)} saved style{'s' if len(styles) != 1 else ''}:\n" + "\n".join(lines)
+        await interaction.response.send_message(text[:2000], ephemeral=True)
+
+    @app_commands.command(name="delete", description="Delete a saved style (Manage Server)")
+    @app_commands.guild_only()
+    @app_commands.describe(name="the saved style to delete")
+    async def delete(self, interaction: discord.Interaction[Any], name: str) -> None:
+        if not await self._require_manage_guild(interaction):
+            return
+        key = " ".join(name.split()).lower()
+        if await self.bot.store.delete_style(interaction.guild_id or 0, key):
+            log.info("guild %s: style %r deleted by %s", interaction.guild_id, key, interaction.user.id)
+            await interaction.response.send_message(f"Deleted style “{key}”.", ephemeral=True)
+        else:
+            await self.bot.starter.refuse(interaction, f"there is no saved style named “{key}”", "/style delete")
+
+    @delete.autocomplete("name")
+    async def _name_autocomplete(self, interaction: discord.Interaction[Any],
+                                 current: str) -> list[app_commands.Choice[str]]:
+        return await saved_style_choices(self.bot, interaction.guild_id, current)

@@ -1,0 +1,214 @@
+"""/stylize and the "Stylize this image" message menu: turn what the member picked into a job.
+
+The option ranges come from the engine's parameter model (`bot.options`); `typing.Optional[...]` is used on purpose
+below, because discord.py's Range annotations are objects, which the `X | None` syntax does not accept.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Optional
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.options import (
+    COLOR_CHOICES,
+    PRESET_CHOICES,
+    Limits,
+    StylizeOptions,
+    build_params,
+    describe_params,
+    option_help,
+    option_range,
+)
+from bot.starter import ImageSource, UserFacingError
+from nst_core.errors import NSTError
+
+if TYPE_CHECKING:
+    from bot.app import StyleBot
+
+log = logging.getLogger(__name__)
+
+SizeOption = option_range("size", int)
+IterationsOption = option_range("iterations", int)
+ContentWeightOption = option_range("content_weight", float)
+StyleWeightOption = option_range("style_weight", float)
+TvWeightOption = option_range("tv_weight", float)
+SeedOption = option_range("seed", int)
+
+PICKER_TIMEOUT_S = 300.0
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+async def effective_limits(bot: StyleBot, guild_id: int | None) -> Limits:
+    settings = await bot.store.guild_settings(guild_id)
+    cfg = bot.config.limits
+    return Limits(max_size=min(cfg.max_size, settings.max_size or cfg.max_size),
+                  max_iterations=min(cfg.max_iterations, settings.max_iterations or cfg.max_iterations),
+                  default_preset=cfg.default_preset)
+
+
+async def saved_style_choices(bot: StyleBot, guild_id: int | None, typed: str) -> list[app_commands.Choice[str]]:
+    if guild_id is None:
+        return []
+    styles = await bot.store.styles(guild_id)
+    typed = typed.lower().strip()
+    return [app_commands.Choice(name=s.name, value=s.name) for s in styles if typed in s.name][:25]
+
+
+class StylizeCog(commands.Cog):
+    def __init__(self, bot: StyleBot) -> None:
+        self.bot = bot
+        self.menu = app_commands.ContextMenu(name="Stylize this image", callback=self.stylize_message)
+        self.menu.guild_only = True
+
+    async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+
+    @app_commands.command(name="stylize", description="Repaint a photo in the style of a painting")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        content="the photo to repaint",
+        style="the painting whose style to copy (or pick a saved_style)",
+        saved_style="a style saved on this server, instead of a style image",
+        preset="quality: fast, balanced (default) or best",
+        content_weight=option_help("content_weight"),
+        style_weight=option_help("style_weight"),
+        tv_weight=option_help("tv_weight"),
+        size=option_help("size"),
+        iterations=option_help("iterations"),
+        preserve_colors="keep the photo's colours (luminance) or match the style's colours to the photo (histogram)",
+        seed=option_help("seed"),
+    )
+    @app_commands.choices(preset=PRESET_CHOICES, preserve_colors=COLOR_CHOICES)
+    async def stylize(
+        self,
+        interaction: discord.Interaction[Any],
+        content: discord.Attachment,
+        style: Optional[discord.Attachment] = None,  # noqa: UP045
+        saved_style: Optional[str] = None,  # noqa: UP045
+        preset: Optional[str] = None,  # noqa: UP045
+        content_weight: Optional[ContentWeightOption] = None,  # noqa: UP045
+        style_weight: Optional[StyleWeightOption] = None,  # noqa: UP045
+        tv_weight: Optional[TvWeightOption] = None,  # noqa: UP045
+        size: Optional[SizeOption] = None,  # noqa: UP045
+        iterations: Optional[IterationsOption] = None,  # noqa: UP045
+        preserve_colors: Optional[str] = None,  # noqa: UP045
+        seed: Optional[SeedOption] = None,  # noqa: UP045
+    ) -> None:
+        starter = self.bot.starter
+        options = StylizeOptions(preset=preset, content_weight=content_weight, style_weight=style_weight,
+                                 tv_weight=tv_weight, size=size, iterations=iterations,
+                                 preserve_colors=preserve_colors, seed=seed)
+        try:
+            params, notes = build_params(options, await effective_limits(self.bot, interaction.guild_id))
+            style_source = await self._style_source(interaction, style, saved_style)
+        except NSTError as exc:
+            await starter.refuse(interaction, str(exc), "/stylize")
+            return
+        summary = describe_params(params, options.preset or self.bot.config.limits.default_preset)
+        if saved_style and style is None:
+            summary += f" · style “{saved_style}”"
+        await starter.start(interaction, params=params, content=ImageSource(attachment=content, name="content"),
+                            styles=[style_source], summary=summary, notes=notes, origin="/stylize")
+
+    @stylize.autocomplete("saved_style")
+    async def _saved_style_autocomplete(self, interaction: discord.Interaction[Any],
+                                        current: str) -> list[app_commands.Choice[str]]:
+        return await saved_style_choices(self.bot, interaction.guild_id, current)
+
+    async def _style_source(self, interaction: discord.Interaction[Any], style: discord.Attachment | None,
+                            saved_style: str | None) -> ImageSource:
+        if style is not None and saved_style:
+            raise UserFacingError("give either a style image or a saved_style, not both")
+        if style is not None:
+            return ImageSource(attachment=style, name="style")
+        if not saved_style:
+            raise UserFacingError("attach a style image (the painting), or pick one of this server's saved styles "
+                                  "in saved_style")
+        saved = await self.bot.store.style(interaction.guild_id or 0, saved_style.strip().lower())
+        if saved is None:
+            raise UserFacingError(f"there is no saved style named “{saved_style}” on this server; /style list "
+                                  "shows them")
+        try:
+            data = saved.path.read_bytes()
+        except OSError:
+            raise UserFacingError(f"the saved style “{saved.name}” lost its image file; ask an admin to save it "
+                                  "again") from None
+        return ImageSource(data=data, name="style")
+
+    # -- the message menu ------------------------------------------------------------------------------------------
+    async def stylize_message(self, interaction: discord.Interaction[Any], message: discord.Message) -> None:
+        starter = self.bot.starter
+        image = next((a for a in message.attachments if _looks_like_image(a)), None)
+        if image is None:
+            await starter.refuse(interaction, "that message has no image attached (PNG, JPEG, WebP, GIF, BMP or "
+                                 "TIFF)", "menu")
+            return
+        styles = await self.bot.store.styles(interaction.guild_id or 0)
+        if not styles:
+            await starter.refuse(interaction, "this server has no saved styles yet; someone with Manage Server can "
+                                 "add one with /style save", "menu")
+            return
+        view = StylePicker(self, image, [s.name for s in styles[:25]], interaction)
+        await interaction.response.send_message(f"Pick a style for **{image.filename}**:", view=view,
+                                                ephemeral=True)
+
+    async def start_from_picker(self, interaction: discord.Interaction[Any], image: discord.Attachment,
+                                style_name: str) -> None:
+        starter = self.bot.starter
+        try:
+            params, notes = build_params(StylizeOptions(), await effective_limits(self.bot, interaction.guild_id))
+            source = await self._style_source(interaction, None, style_name)
+        except NSTError as exc:
+            await starter.refuse(interaction, str(exc), "menu")
+            return
+        summary = describe_params(params, self.bot.config.limits.default_preset) + f" · style “{style_name}”"
+        await starter.start(interaction, params=params, content=ImageSource(attachment=image, name="content"),
+                            styles=[source], summary=summary, notes=notes, origin="menu")
+
+
+def _looks_like_image(att: discord.Attachment) -> bool:
+    if att.content_type:
+        return att.content_type.lower().startswith("image/")
+    return att.filename.lower().endswith(IMAGE_EXTENSIONS)
+
+
+class StylePicker(discord.ui.View):
+    """The ephemeral select of saved styles shown by the message menu (it lives only as long as that message)."""
+
+    def __init__(self, cog: StylizeCog, image: discord.Attachment, names: list[str],
+                 origin: discord.Interaction[Any]) -> None:
+        super().__init__(timeout=PICKER_TIMEOUT_S)
+        self.cog = cog
+        self.image = image
+        self.origin = origin
+        self.select: discord.ui.Select[StylePicker] = discord.ui.Select(
+            placeholder="Saved style", options=[discord.SelectOption(label=n, value=n) for n in names])
+        self.select.callback = self._picked  # type: ignore[method-assign]
+        self.add_item(self.select)
+
+    async def _picked(self, interaction: discord.Interaction[Any]) -> None:
+        if interaction.user.id != self.origin.user.id:
+            await interaction.response.send_message("This menu is someone else's.", ephemeral=True)
+            return
+        name = self.select.values[0]
+        self.stop()
+        await self.cog.start_from_picker(interaction, self.image, name)
+        try:
+            await self.origin.edit_original_response(content=f"Style “{name}” picked for **{self.image.filename}**.",
+                                                     view=None)
+        except discord.HTTPException as exc:
+            log.debug("could not update the style picker (%s)", exc.code)
+
+    async def on_timeout(self) -> None:
+        try:
+            await self.origin.edit_original_response(content="This menu expired; use “Stylize this image” again.",
+                                                     view=None)
+        except discord.HTTPException as exc:
+            log.debug("could not expire the style picker (%s)", exc.code)

@@ -1,0 +1,59 @@
+"""`GET /healthz` on a local port, for the Docker healthcheck and for monitoring.
+
+200 with a JSON body when the gateway is connected and the queue's backend can run jobs; 503 with the same body
+saying what is wrong otherwise. It binds to `health.host` (127.0.0.1 by default: the healthcheck runs inside the
+container).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from bot.app import StyleBot
+
+__all__ = ["HealthServer"]
+
+log = logging.getLogger(__name__)
+
+
+class HealthServer:
+    def __init__(self, bot: StyleBot, host: str, port: int) -> None:
+        self.bot = bot
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        log.info("health endpoint on http://%s:%d/healthz", self.host, self.port)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def report(self) -> dict[str, Any]:
+        bot = self.bot
+        gateway = bot.is_ready() and not bot.is_closed() and bot.ws is not None and bot.ws.open
+        try:
+            queue = await bot.queue.health()
+        except Exception as exc:  # the store itself is unusable
+            queue = {"ok": False, "backend": f"queue unavailable ({type(exc).__name__})"}
+        return {"ok": bool(gateway and queue.get("ok")), "gateway": "connected" if gateway else "disconnected",
+                "latency_ms": round(bot.latency * 1000) if gateway and bot.latency == bot.latency else None,
+                **{f"queue_{k}" if k != "ok" else "executor_ok": v for k, v in queue.items()}}
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        body = await self.report()
+        return web.Response(text=json.dumps(body), status=200 if body["ok"] else 503,
+                            content_type="application/json")

@@ -1,0 +1,97 @@
+"""The /stylize options, built from the engine's parameter model, and their server-side check.
+
+Discord's client enforces the option ranges declared here (taken from `nst_core.params.field_spec`, the same ranges
+the `nst` CLI uses); discord.py does not, so `build_params` checks everything again through `StyleParams` and then
+against the bot's and the server's limits. A preset's own size or iteration budget above a server's limit is
+lowered to the limit (and said so); a value the member typed above it is refused with the limit in the message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from discord import app_commands
+
+from nst_core.errors import ParameterError
+from nst_core.params import PRESETS, StyleParams, field_spec
+
+__all__ = [
+    "COLOR_CHOICES",
+    "PRESET_CHOICES",
+    "Limits",
+    "StylizeOptions",
+    "build_params",
+    "describe_params",
+    "option_range",
+]
+
+
+def option_range(name: str, kind: type[int] | type[float]) -> Any:
+    """`app_commands.Range[kind, lo, hi]` from the engine's documented range of parameter `name`."""
+    spec = field_spec(name)
+    assert spec.lo is not None and spec.hi is not None, name
+    lo, hi = (int(spec.lo), int(spec.hi)) if kind is int else (float(spec.lo), float(spec.hi))
+    return app_commands.Range[kind, lo, hi]  # type: ignore[valid-type]
+
+
+def option_help(name: str) -> str:
+    """A Discord option description (at most 100 characters) from the engine's help text."""
+    text = field_spec(name).help
+    return text if len(text) <= 100 else text[:99] + "…"
+
+
+PRESET_CHOICES = [app_commands.Choice(name=f"{name} ({p['size']} px, {p['iterations']} iterations)", value=name)
+                  for name, p in PRESETS.items()]
+COLOR_CHOICES = [app_commands.Choice(name=c, value=c) for c in field_spec("preserve_colors").choices or ()]
+
+
+@dataclass(frozen=True)
+class StylizeOptions:
+    """What the member chose; None: not given (the preset decides)."""
+
+    preset: str | None = None
+    content_weight: float | None = None
+    style_weight: float | None = None
+    tv_weight: float | None = None
+    size: int | None = None
+    iterations: int | None = None
+    preserve_colors: str | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The effective limits for one request: the bot's, lowered by the server's own settings."""
+
+    max_size: int
+    max_iterations: int
+    default_preset: str
+
+
+def build_params(options: StylizeOptions, limits: Limits) -> tuple[StyleParams, list[str]]:
+    """Validated parameters (raises ParameterError with a message for the member) and notes about any capping."""
+    preset = options.preset or limits.default_preset
+    overrides = {name: getattr(options, name) for name in
+                 ("content_weight", "style_weight", "tv_weight", "size", "iterations", "preserve_colors", "seed")}
+    params = StyleParams.preset(preset, **overrides)
+    notes: list[str] = []
+    for name, limit, unit in (("size", limits.max_size, " px"), ("iterations", limits.max_iterations, "")):
+        value = getattr(params, name)
+        if value <= limit:
+            continue
+        if overrides[name] is not None:
+            raise ParameterError(name, value, f"this server allows at most {limit}{unit}")
+        params = params.replace(**{name: limit})
+        notes.append(f"{name} lowered from the {preset} preset's {value}{unit} to this server's limit of {limit}{unit}")
+    return params, notes
+
+
+def describe_params(params: StyleParams | dict[str, Any], preset: str | None = None) -> str:
+    """A short summary for the reply headline: 'balanced · 512 px · style 5'."""
+    data = params.to_dict() if isinstance(params, StyleParams) else params
+    parts = [preset] if preset else []
+    parts += [f"{data['size']} px", f"style {data['style_weight']:g}"]
+    if data.get("preserve_colors") not in (None, "none"):
+        parts.append(f"colours: {data['preserve_colors']}")
+    return " · ".join(parts)

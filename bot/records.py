@@ -1,0 +1,243 @@
+"""What the bot itself must remember across restarts, in its own SQLite file next to the job table.
+
+- replies: where each job's updates go (the interaction webhook token and message, or the channel message it moved
+  to once the token ran out), so a restarted bot keeps editing the same message and delivers exactly once;
+- guild settings set with `/nst-admin settings`, saved styles (`/style save`; the image files live beside the db);
+- a tally of finished jobs for `/nst-admin stats` (the job table itself is purged after the retention period);
+- small key/values (the hash of the last synced command set).
+The job table (`nst_jobs.store`) stays the system of record for jobs; nothing here duplicates it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+__all__ = ["BotStore", "GuildSettings", "JobTally", "Reply", "SavedStyle"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS replies (
+    job_id TEXT PRIMARY KEY,
+    application_id INTEGER NOT NULL,
+    token TEXT NOT NULL,
+    message_id INTEGER NOT NULL,
+    channel_id INTEGER,
+    guild_id INTEGER,
+    user_id INTEGER NOT NULL,
+    token_deadline REAL NOT NULL,
+    channel_message_id INTEGER,
+    dm INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS guild_settings (
+    guild_id INTEGER PRIMARY KEY,
+    max_size INTEGER,
+    max_iterations INTEGER,
+    per_user_cap INTEGER,
+    channels TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS saved_styles (
+    guild_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    file TEXT NOT NULL,
+    created_by INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (guild_id, name)
+);
+CREATE TABLE IF NOT EXISTS job_tally (
+    job_id TEXT PRIMARY KEY,
+    guild_id INTEGER,
+    user_id INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    finished_at REAL NOT NULL,
+    run_seconds REAL
+);
+CREATE INDEX IF NOT EXISTS job_tally_by_guild ON job_tally (guild_id, finished_at);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass
+class Reply:
+    """Where a job's updates go. `channel_message_id` is set once updates moved to a normal channel message (the
+    interaction token ran out); `dm` when even that was not possible and the user gets a direct message."""
+
+    job_id: str
+    application_id: int
+    token: str
+    message_id: int
+    channel_id: int | None
+    guild_id: int | None
+    user_id: int
+    token_deadline: float  # unix time after which the token is not used any more
+    channel_message_id: int | None = None
+    dm: bool = False
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class GuildSettings:
+    """A server's own limits (None: the bot-wide limit) and the channels /stylize may be used in (empty: all)."""
+
+    max_size: int | None = None
+    max_iterations: int | None = None
+    per_user_cap: int | None = None
+    channels: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class SavedStyle:
+    guild_id: int
+    name: str
+    path: Path
+    created_by: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class JobTally:
+    state: str
+    created_at: float
+    finished_at: float
+    run_seconds: float | None
+
+
+class BotStore:
+    """Open with `await BotStore.open(data_dir)`; one connection, writes serialised by a lock."""
+
+    def __init__(self, db: aiosqlite.Connection, data_dir: Path) -> None:
+        self.db = db
+        self.styles_dir = data_dir / "styles"
+        self.lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, data_dir: Path) -> BotStore:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(data_dir / "bot.sqlite3")
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.executescript(_SCHEMA)
+        await db.commit()
+        return cls(db, data_dir)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def _write(self, sql: str, args: tuple[Any, ...]) -> int:
+        async with self.lock:
+            cursor = await self.db.execute(sql, args)
+            await self.db.commit()
+            return cursor.rowcount
+
+    # -- replies -----------------------------------------------------------------------------------------------------
+    async def save_reply(self, reply: Reply) -> None:
+        await self._write(
+            "INSERT OR REPLACE INTO replies VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (reply.job_id, reply.application_id, reply.token, reply.message_id, reply.channel_id, reply.guild_id,
+             reply.user_id, reply.token_deadline, reply.channel_message_id, int(reply.dm), reply.created_at))
+
+    async def reply(self, job_id: str) -> Reply | None:
+        rows = list(await self.db.execute_fetchall("SELECT * FROM replies WHERE job_id = ?", (job_id,)))
+        if not rows:
+            return None
+        row = dict(rows[0])
+        row["dm"] = bool(row["dm"])
+        return Reply(**row)
+
+    async def replies(self) -> list[Reply]:
+        rows = await self.db.execute_fetchall("SELECT job_id FROM replies ORDER BY created_at")
+        found = [await self.reply(row["job_id"]) for row in rows]
+        return [r for r in found if r is not None]
+
+    async def forget_reply(self, job_id: str) -> None:
+        await self._write("DELETE FROM replies WHERE job_id = ?", (job_id,))
+
+    # -- guild settings ------------------------------------------------------------------------------------------------
+    async def guild_settings(self, guild_id: int | None) -> GuildSettings:
+        if guild_id is None:
+            return GuildSettings()
+        rows = list(await self.db.execute_fetchall("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,)))
+        if not rows:
+            return GuildSettings()
+        row = rows[0]
+        return GuildSettings(row["max_size"], row["max_iterations"], row["per_user_cap"],
+                             tuple(json.loads(row["channels"])))
+
+    async def save_guild_settings(self, guild_id: int, settings: GuildSettings) -> None:
+        await self._write("INSERT OR REPLACE INTO guild_settings VALUES (?,?,?,?,?)",
+                          (guild_id, settings.max_size, settings.max_iterations, settings.per_user_cap,
+                           json.dumps(list(settings.channels))))
+
+    # -- saved styles --------------------------------------------------------------------------------------------------
+    async def save_style(self, guild_id: int, name: str, image: bytes, created_by: int) -> SavedStyle:
+        """Store (or replace) the style `name` of a guild; the image goes to a file named by its hash."""
+        folder = self.styles_dir / str(guild_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / (hashlib.sha256(image).hexdigest()[:32] + ".img")
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(image)
+            tmp.replace(path)
+        old = await self.style(guild_id, name)
+        now = time.time()
+        await self._write("INSERT OR REPLACE INTO saved_styles VALUES (?,?,?,?,?)",
+                          (guild_id, name, path.name, created_by, now))
+        if old is not None and old.path != path:
+            await self._drop_file_if_unused(old)
+        return SavedStyle(guild_id, name, path, created_by, now)
+
+    async def style(self, guild_id: int, name: str) -> SavedStyle | None:
+        rows = list(await self.db.execute_fetchall(
+            "SELECT * FROM saved_styles WHERE guild_id = ? AND name = ?", (guild_id, name)))
+        return self._style(rows[0]) if rows else None
+
+    async def styles(self, guild_id: int) -> list[SavedStyle]:
+        rows = await self.db.execute_fetchall("SELECT * FROM saved_styles WHERE guild_id = ? ORDER BY name",
+                                              (guild_id,))
+        return [self._style(row) for row in rows]
+
+    async def delete_style(self, guild_id: int, name: str) -> bool:
+        old = await self.style(guild_id, name)
+        if old is None:
+            return False
+        await self._write("DELETE FROM saved_styles WHERE guild_id = ? AND name = ?", (guild_id, name))
+        await self._drop_file_if_unused(old)
+        return True
+
+    def _style(self, row: aiosqlite.Row) -> SavedStyle:
+        return SavedStyle(row["guild_id"], row["name"], self.styles_dir / str(row["guild_id"]) / row["file"],
+                          row["created_by"], row["created_at"])
+
+    async def _drop_file_if_unused(self, style: SavedStyle) -> None:
+        rows = list(await self.db.execute_fetchall(
+            "SELECT COUNT(*) FROM saved_styles WHERE guild_id = ? AND file = ?", (style.guild_id, style.path.name)))
+        if rows[0][0] == 0:
+            style.path.unlink(missing_ok=True)
+
+    # -- stats ---------------------------------------------------------------------------------------------------------
+    async def tally(self, job_id: str, guild_id: int | None, user_id: int, state: str, created_at: float,
+                    finished_at: float, run_seconds: float | None) -> None:
+        await self._write("INSERT OR REPLACE INTO job_tally VALUES (?,?,?,?,?,?,?)",
+                          (job_id, guild_id, user_id, state, created_at, finished_at, run_seconds))
+
+    async def tallies(self, guild_id: int, since: float) -> list[JobTally]:
+        rows = await self.db.execute_fetchall(
+            "SELECT state, created_at, finished_at, run_seconds FROM job_tally WHERE guild_id = ? AND finished_at >= ?"
+            " ORDER BY finished_at", (guild_id, since))
+        return [JobTally(row["state"], row["created_at"], row["finished_at"], row["run_seconds"]) for row in rows]
+
+    # -- key/values ----------------------------------------------------------------------------------------------------
+    async def get_value(self, key: str) -> str | None:
+        rows = list(await self.db.execute_fetchall("SELECT value FROM kv WHERE key = ?", (key,)))
+        return rows[0]["value"] if rows else None
+
+    async def set_value(self, key: str, value: str) -> None:
+        await self._write("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, value))

@@ -1,0 +1,84 @@
+"""The words and bars a member sees in a job's reply, as pure functions of the job's state (easy to test, and the
+reporter edits the message only when this text changes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nst_core.images import human_bytes
+from nst_core.progress import ProgressEvent
+
+__all__ = ["cancelled_text", "done_text", "failed_text", "progress_bar", "progress_text", "queued_text"]
+
+BAR_WIDTH = 16
+
+
+def progress_bar(fraction: float, width: int = BAR_WIDTH) -> str:
+    """`[██████░░░░░░░░░░]` for a fraction in 0..1."""
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    return "[" + "█" * filled + "░" * (width - filled) + "]"
+
+
+def duration(seconds: float) -> str:
+    """'45 s', '3 min 05 s', '1 h 02 min'."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def headline(job_id: str, summary: str) -> str:
+    return f"**Style transfer** `{job_id}` · {summary}"
+
+
+def queued_text(job_id: str, summary: str, position: int | None, waiting: int) -> str:
+    if position is None:
+        place = "in the queue"
+    elif position == 1:
+        place = "next in line"
+    else:
+        place = f"position {position} of {max(waiting, position)} in the queue"
+    return f"{headline(job_id, summary)}\n⏳ Waiting: {place}."
+
+
+def progress_text(job_id: str, summary: str, event: ProgressEvent | None) -> str:
+    if event is None:
+        return f"{headline(job_id, summary)}\n🎨 Starting (loading the model)…"
+    percent = round(event.fraction * 100)
+    line = (f"🎨 `{progress_bar(event.fraction)}` {percent}% · scale {event.scale}/{event.scales} "
+            f"({event.width}x{event.height}) · iteration {event.iteration}/{event.total}")
+    if event.eta is not None:
+        line += f" · about {duration(event.eta)} left"
+    text = f"{headline(job_id, summary)}\n{line}"
+    if event.kind == "downsized" and event.message:
+        text += f"\n⚠️ {event.message}"
+    return text
+
+
+def done_text(job_id: str, summary: str, result: dict[str, Any], *, size_note: str, elapsed: float) -> str:
+    params = result.get("params") or {}
+    line = (f"✅ Done in {duration(elapsed)} · {result.get('width')}x{result.get('height')} · "
+            f"{result.get('iterations')} iterations · seed {params.get('seed')} · {size_note}")
+    notes = [f"ℹ️ {note}" for note in result.get("notes") or []]
+    return "\n".join([headline(job_id, summary), line, *notes])
+
+
+def failed_text(job_id: str, summary: str, reason: str) -> str:
+    return f"{headline(job_id, summary)}\n❌ Failed: {reason}"
+
+
+def cancelled_text(job_id: str, summary: str, by: str | None) -> str:
+    who = f" by <@{by}>" if by and by.isdigit() else ""
+    return f"{headline(job_id, summary)}\n🛑 Cancelled{who}."
+
+
+def file_note(fmt: str, size: int) -> str:
+    return f"{'JPEG' if fmt == 'jpeg' else fmt.upper() if fmt == 'png' else 'WebP'} ({human_bytes(size)})"
+
+
+def moved_text(job_id: str) -> str:
+    return f"**Style transfer** `{job_id}` · this reply can no longer be edited; updates continue below."

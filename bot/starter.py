@@ -1,0 +1,152 @@
+"""Starting a job from an interaction, the one way /stylize, the "Stylize this image" menu and the result buttons
+all do it.
+
+Checks that need no download come first and are answered at once, ephemerally (channel allowed, cooldown, the
+member's and the queue's caps, the declared attachment metadata). Then the interaction is deferred (Discord
+allows 3 s), the images are downloaded and decoded, and the job goes to the queue; a failure after the deferral
+replaces the public "thinking" reply by an ephemeral message. Each refusal is logged in one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.attachments import ImageLimits, InputImage, check_attachment_metadata, check_image_bytes, fetch_image
+from bot.records import Reply
+from nst_core.errors import NSTError
+from nst_core.images import style_role
+from nst_core.params import StyleParams
+from nst_jobs.models import JobRequest, JobState
+
+if TYPE_CHECKING:
+    from bot.app import StyleBot
+
+__all__ = ["ImageSource", "JobStarter", "UserFacingError"]
+
+log = logging.getLogger(__name__)
+
+
+class UserFacingError(NSTError):
+    """A refusal whose message is shown to the member as it is."""
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """An image to use: a Discord attachment (downloaded when the job starts) or bytes we already hold."""
+
+    attachment: discord.Attachment | None = None
+    data: bytes | None = None
+    name: str = "image"
+
+
+class JobStarter:
+    def __init__(self, bot: StyleBot) -> None:
+        self.bot = bot
+        self._last_start: dict[int, float] = {}  # user id -> monotonic time of their last job start
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        limits = self.bot.config.limits
+        return ImageLimits(limits.max_attachment_bytes, limits.max_input_pixels, self.bot.config.discord.cdn_hosts)
+
+    # -- checks that need no download -----------------------------------------------------------------------------
+    async def precheck(self, interaction: discord.Interaction[Any], sources: Sequence[ImageSource]) -> None:
+        """Raise UserFacingError / NSTError for what can be refused before deferring."""
+        user_id = interaction.user.id
+        settings = await self.bot.store.guild_settings(interaction.guild_id)
+        if settings.channels and interaction.channel_id not in settings.channels:
+            places = ", ".join(f"<#{c}>" for c in settings.channels)
+            raise UserFacingError(f"style transfer is not enabled in this channel; use {places}")
+        cooldown = self.bot.config.limits.cooldown_seconds
+        since = time.monotonic() - self._last_start.get(user_id, -1e9)
+        if since < cooldown:
+            raise UserFacingError(f"you can start another job in {cooldown - since:.0f} s (cooldown)")
+        mine = await self.bot.queue.jobs(JobState.QUEUED, JobState.RUNNING, requester=str(user_id))
+        cap = min(self.bot.config.queue.per_user_cap, settings.per_user_cap or self.bot.config.queue.per_user_cap)
+        if len(mine) >= cap:
+            raise UserFacingError(f"you already have {len(mine)} job{'s' if len(mine) != 1 else ''} waiting or "
+                                  f"running (this server allows {cap}); wait for one to finish or /cancel one")
+        for source in sources:
+            att = source.attachment
+            if att is not None:
+                check_attachment_metadata(role=source.name, filename=att.filename, size=att.size,
+                                          content_type=att.content_type, width=att.width, height=att.height,
+                                          limits=self.image_limits)
+
+    # -- the whole flow --------------------------------------------------------------------------------------------
+    async def start(self, interaction: discord.Interaction[Any], *, params: StyleParams, content: ImageSource,
+                    styles: Sequence[ImageSource], summary: str, notes: Sequence[str] = (), origin: str) -> None:
+        """Check, defer, download, submit and start reporting; every refusal reaches the member ephemerally."""
+        user = interaction.user
+        try:
+            params.check_styles(len(styles))
+            await self.precheck(interaction, [content, *styles])
+        except NSTError as exc:
+            await self.refuse(interaction, str(exc), origin)
+            return
+        deferred = await interaction.response.defer(thinking=True)
+        message_id = getattr(deferred, "message_id", None) or (await interaction.original_response()).id
+        received = time.time()
+        try:
+            content_image = await self._load(content)
+            style_images = [await self._load(s) for s in styles]
+            job = await self.bot.queue.submit(JobRequest(
+                params=params, content=content_image.data, styles=tuple(s.data for s in style_images),
+                requester=str(user.id), guild_id=str(interaction.guild_id) if interaction.guild_id else None,
+                channel_id=str(interaction.channel_id) if interaction.channel_id else None,
+                output_format=self.bot.config.limits.output_format,
+                max_output_bytes=interaction.filesize_limit,
+                meta={"summary": summary, "notes": list(notes), "origin": origin}))
+        except NSTError as exc:
+            await self.refuse_after_defer(interaction, str(exc), origin)
+            return
+        self._last_start[user.id] = time.monotonic()
+        reply = Reply(job_id=job.id, application_id=interaction.application_id, token=interaction.token,
+                      message_id=message_id, channel_id=interaction.channel_id, guild_id=interaction.guild_id,
+                      user_id=user.id, token_deadline=received + self.bot.config.progress.token_fallback_seconds)
+        await self.bot.store.save_reply(reply)
+        log.info("job %s submitted by user %s from %s (%s)", job.id, user.id, origin, summary)
+        self.bot.follow(reply)
+
+    async def _load(self, source: ImageSource) -> InputImage:
+        if source.attachment is not None:
+            att = source.attachment
+            return await fetch_image(self.bot.http_session, url=att.url, role=source.name, filename=att.filename,
+                                     size=att.size, content_type=att.content_type, width=att.width,
+                                     height=att.height, limits=self.image_limits)
+        assert source.data is not None
+        return await check_image_bytes(source.data, role=source.name, filename=source.name, limits=self.image_limits)
+
+    # -- refusals ------------------------------------------------------------------------------------------------------
+    async def refuse(self, interaction: discord.Interaction[Any], message: str, origin: str) -> None:
+        """Answer the interaction with an ephemeral error (before any deferral)."""
+        log.info("refused %s for user %s: %s", origin, interaction.user.id, message)
+        text = _sentence(message)
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+
+    async def refuse_after_defer(self, interaction: discord.Interaction[Any], message: str, origin: str) -> None:
+        """Replace the public "thinking" reply by an ephemeral error."""
+        log.info("refused %s for user %s after download: %s", origin, interaction.user.id, message)
+        try:
+            await interaction.delete_original_response()
+        except discord.HTTPException as exc:
+            log.warning("could not delete the deferred reply (%s %s)", exc.status, exc.code)
+        await interaction.followup.send(_sentence(message), ephemeral=True)
+
+
+def _sentence(message: str) -> str:
+    """'⚠️ Content image is ...' : the engine's messages start in lower case, mid-sentence style."""
+    return "⚠️ " + message[:1].upper() + message[1:]
+
+
+def style_sources(attachments: Sequence[discord.Attachment]) -> list[ImageSource]:
+    return [ImageSource(attachment=a, name=style_role(i, len(attachments))) for i, a in enumerate(attachments)]
