@@ -27,7 +27,7 @@ from nst_core.images import (
     style_role,
 )
 from nst_core.optimize import stylize
-from nst_core.params import StyleParams
+from nst_core.params import StyleParams, check_content_shape
 from nst_core.progress import CancelCheck, ProgressCallback, ProgressEvent
 from nst_core.result import JobResult
 
@@ -61,6 +61,7 @@ def run_job(
     seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
     params = params.replace(seed=seed)
     content_img = decode_image(content, role="content", max_pixels=max_input_pixels)
+    check_content_shape(content_img.width, content_img.height, params.size)
     style_imgs = [decode_image(data, role=style_role(i, len(styles)), max_pixels=max_input_pixels)
                   for i, data in enumerate(styles)]
     decoded = time.perf_counter()

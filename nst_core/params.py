@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nst_core.errors import ParameterError
+from nst_core.errors import ImageTooSmallError, ParameterError
 
 __all__ = [
     "CONTENT_LAYER_CHOICES",
@@ -26,6 +26,7 @@ __all__ = [
     "STYLE_LAYER_CHOICES",
     "FieldSpec",
     "StyleParams",
+    "check_content_shape",
     "field_spec",
     "scale_sizes",
     "split_iterations",
@@ -44,6 +45,9 @@ STYLE_LAYER_CHOICES = LAYER_NAMES
 
 #: Smallest long edge a coarse-to-fine level may have; a smaller level is dropped.
 MIN_SCALE_EDGE = 64
+#: Smallest short side any level may have: VGG-19 halves the image 4 times before relu5_1, so 16 px become 1 px
+#: and a thinner image vanishes. A coarse level under it is dropped; a final level under it is refused.
+MIN_LEVEL_SIDE = 16
 
 
 @dataclass(frozen=True)
@@ -256,8 +260,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 def scale_sizes(width: int, height: int, size: int, scales: int) -> list[tuple[int, int]]:
     """(width, height) of each coarse-to-fine level, smallest first; the last has long edge `size`.
 
-    Each level is half the next; levels whose long edge would fall under `MIN_SCALE_EDGE` are dropped (but the
-    last level is always kept).
+    Each level is half the next; levels whose long edge would fall under `MIN_SCALE_EDGE`, or whose short side
+    would fall under `MIN_LEVEL_SIDE`, are dropped (but the last level is always kept: see `check_content_shape`).
     """
     long_edge = max(width, height)
     levels: list[tuple[int, int]] = []
@@ -265,7 +269,7 @@ def scale_sizes(width: int, height: int, size: int, scales: int) -> list[tuple[i
         edge = size / (2**k)
         w = max(1, round(width * edge / long_edge))
         h = max(1, round(height * edge / long_edge))
-        if k > 0 and edge < MIN_SCALE_EDGE:
+        if k > 0 and (edge < MIN_SCALE_EDGE or min(w, h) < MIN_LEVEL_SIDE):
             continue
         levels.append((w, h))
     return levels
@@ -286,3 +290,18 @@ def split_iterations(total: int, levels: int) -> list[int]:
     if counts[0] < 1:
         counts = [max(1, c) for c in counts]
     return counts
+
+
+def check_content_shape(width: int, height: int, size: int) -> None:
+    """Refuse a content image so long and thin that at output `size` its short side falls under MIN_LEVEL_SIDE.
+
+    Torch-free, so a front end can refuse such an image before it waits in a queue; `run_job` checks it too.
+    """
+    w, h = scale_sizes(width, height, size, 1)[-1]
+    if min(w, h) >= MIN_LEVEL_SIDE:
+        return
+    needed = math.ceil(MIN_LEVEL_SIDE * max(width, height) / min(width, height))
+    fix = f"ask for size {needed} or more, or crop it" if needed <= 4096 else "crop it (it is too long and thin)"
+    raise ImageTooSmallError(
+        f"content image is {width}x{height} px, so at size {size} the result would be {w}x{h} px; the short side "
+        f"must be at least {MIN_LEVEL_SIDE} px: {fix}", role="content")

@@ -12,6 +12,7 @@ from PIL import Image
 
 from nst_core import JobCancelled, NotAnImageError, ParameterError, StyleParams, run_job
 from nst_core.color import rgb_to_yiq
+from nst_core.errors import ImageTooSmallError
 from nst_core.metrics import content_distance as _content_distance
 from nst_core.metrics import style_distance as _style_distance
 from nst_core.optimize import STYLE_TARGETS, image_to_tensor
@@ -165,6 +166,10 @@ def test_bad_inputs_raise_their_specific_errors(content_bytes, style_bytes):
     assert info.value.role == "style 2" and str(info.value).startswith("style 2 image is not an image")
     with pytest.raises(ParameterError, match="style_blend"):
         run_job(StyleParams(**{**SMALL, "style_blend": (1.0, 2.0)}), content_bytes, [style_bytes])
+    banner = io.BytesIO()
+    Image.new("RGB", (2000, 16), (200, 10, 10)).save(banner, "PNG")
+    with pytest.raises(ImageTooSmallError, match="the result would be 64x1 px"):  # not a RuntimeError from VGG
+        run_job(StyleParams(**{**SMALL, "size": 64}), banner.getvalue(), [style_bytes])
 
 
 def test_output_fitted_to_a_byte_limit(content_bytes, style_bytes):

@@ -95,3 +95,20 @@ def test_importing_the_package_does_not_load_torch():
             "from nst_core import StyleParams; StyleParams(); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_thin_images_drop_coarse_levels_and_are_refused_when_the_result_would_vanish() -> None:
+    from nst_core.errors import ImageTooSmallError
+    from nst_core.params import MIN_LEVEL_SIDE, check_content_shape
+
+    # 2000x100 at 512 px: 512x26 is fine, the 256x13 coarse level would vanish in VGG and is dropped
+    assert scale_sizes(2000, 100, 512, 3) == [(512, 26)]
+    check_content_shape(2000, 100, 512)
+    with pytest.raises(ImageTooSmallError) as info:
+        check_content_shape(2000, 16, 64)
+    message = str(info.value)
+    assert info.value.role == "content"
+    assert "2000x16 px" in message and "64x1 px" in message and f"at least {MIN_LEVEL_SIDE} px" in message
+    assert "size 2000 or more" in message
+    with pytest.raises(ImageTooSmallError, match="too long and thin"):
+        check_content_shape(40000, 16, 512)
