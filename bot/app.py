@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from typing import Any
 
 import aiohttp
 import discord
+from discord import app_commands
 from discord.ext import commands
 
 from bot.buttons import JobButton
@@ -37,6 +39,27 @@ log = logging.getLogger(__name__)
 STYLE_FACTORS = {"more": 2.0, "less": 0.5}
 
 
+class StyleTree(app_commands.CommandTree["StyleBot"]):
+    """The command tree, with one place where an unexpected error in any command ends: a log line with the
+    traceback, and a short ephemeral apology to the member (the bot itself carries on)."""
+
+    async def on_error(self, interaction: discord.Interaction[StyleBot],
+                       error: app_commands.AppCommandError) -> None:
+        name = interaction.command.qualified_name if interaction.command else "?"
+        if isinstance(error, app_commands.CheckFailure):
+            log.info("command %s refused for user %s by a check", name, interaction.user.id)
+            return  # the check has answered the member itself
+        log.error("command %s failed for user %s", name, interaction.user.id, exc_info=error)
+        text = "⚠️ Something went wrong on the bot's side (it was logged); please try again."
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException:
+            pass
+
+
 class StyleBot(commands.Bot):
     """The Discord front end; see the module docstring."""
 
@@ -51,13 +74,14 @@ class StyleBot(commands.Bot):
         intents = discord.Intents.none()
         intents.guilds = True  # channels and permissions; no privileged intents
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
-                         allowed_mentions=discord.AllowedMentions.none(), **client_options)
+                         allowed_mentions=discord.AllowedMentions.none(), tree_cls=StyleTree, **client_options)
         self.config = config
         self.serve = serve
         self.starter = JobStarter(self)
         self.reporters: dict[str, asyncio.Task[None]] = {}
         self.health: HealthServer | None = None
         self._opened: list[str] = []
+        self._close_task: asyncio.Future[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
     async def setup_hook(self) -> None:
@@ -90,6 +114,17 @@ class StyleBot(commands.Bot):
             log.info("picked up %d job(s) whose replies were not finished", len(self.reporters))
 
     async def close(self) -> None:
+        """Close once, however many callers ask (a signal handler and `async with` both do): each waits for the
+        same shutdown, so the queue and its workers are always stopped before the process exits."""
+        await asyncio.shield(self.request_close())
+
+    def request_close(self) -> asyncio.Future[None]:
+        """Start shutting down (from a signal handler); the future ends when everything is closed."""
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self._close_everything())
+        return self._close_task
+
+    async def _close_everything(self) -> None:
         for task in list(self.reporters.values()):
             task.cancel()
         await asyncio.gather(*self.reporters.values(), return_exceptions=True)
@@ -163,13 +198,20 @@ def create_bot(config: BotConfig, **client_options: Any) -> StyleBot:
 
 
 async def run_bot(config: BotConfig, token: str) -> None:
-    """Run until the process is stopped (SIGINT / SIGTERM close the bot cleanly)."""
+    """Run until the process is stopped (SIGINT / SIGTERM close the bot cleanly: the queue and its workers too)."""
     bot = create_bot(config)
-    async with bot:
-        loop = asyncio.get_running_loop()
-        import signal
+    loop = asyncio.get_running_loop()
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
+    def stop(name: str) -> None:
+        log.info("%s received: stopping (waiting jobs stay queued; a running one restarts on the next start)", name)
+        bot.request_close()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop, sig.name)
+    try:
         await bot.start(token)
+    finally:
+        # start() returns as soon as the gateway closes; wait here until the whole shutdown is over (discord.py's
+        # own `async with` would skip it, the client being already marked closed).
+        await bot.close()

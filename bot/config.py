@@ -90,12 +90,11 @@ class ProgressSettings(_Section):
 
     edit_interval_seconds: float = Field(default=3.0, ge=0.5, le=60)  # at most one edit per this many seconds
     preview_every: int = Field(default=3, ge=0, le=100)  # a preview image every N progress edits; 0: never
-    preview_size: int = Field(default=256, ge=64, le=1024)  # long edge of previews, pixels
     token_fallback_seconds: float = Field(default=840.0, ge=1, le=900)  # then continue in a channel message
 
 
 class HealthSettings(_Section):
-    host: str = "127.0.0.1"  # 0.0.0.0 in a container so the healthcheck can reach it
+    host: str = "127.0.0.1"  # the Docker healthcheck runs inside the container: loopback is enough
     port: int = Field(default=8080, ge=0, le=65535)  # 0: no health endpoint
 
 
@@ -123,18 +122,16 @@ class BotConfig(_Section):
 
     def with_environment(self, environ: Mapping[str, str]) -> BotConfig:
         """Apply DISCORD_API_BASE / DISCORD_GATEWAY_URL from the environment on top of the file."""
-        changes = {}
+        discord = self.discord
         for var, key in (("DISCORD_API_BASE", "api_base"), ("DISCORD_GATEWAY_URL", "gateway_url")):
-            if environ.get(var):
-                changes[key] = environ[var]
-        if not changes:
-            return self
-        merged = {**self.discord.model_dump(), **changes}
-        try:
-            discord = DiscordSettings.model_validate(merged)
-        except ValidationError as exc:
-            raise ConfigError(f"environment: {_first_problem(exc)}") from None
-        return self.model_copy(update={"discord": discord})
+            if not environ.get(var):
+                continue
+            try:
+                discord = DiscordSettings.model_validate({**discord.model_dump(), key: environ[var]})
+            except ValidationError as exc:
+                problem = _first_problem(exc).removeprefix(f"{key}: ")
+                raise ConfigError(f"environment variable {var}: {problem}") from None
+        return self if discord is self.discord else self.model_copy(update={"discord": discord})
 
 
 def _first_problem(exc: ValidationError) -> str:

@@ -233,6 +233,9 @@ class Reporter:
             log.info("job %s was delivered before; not again", job.id)
             await self.bot.store.forget_reply(job.id)
             return
+        run = job.finished_at - job.started_at if job.finished_at and job.started_at else None
+        await self.bot.store.tally(job.id, self.reply.guild_id, self.reply.user_id, job.state.value, job.created_at,
+                                   job.finished_at or time.time(), run)
         summary = self._summary(job)
         if job.state == JobState.DONE:
             await self._deliver_result(job, summary)
@@ -243,9 +246,6 @@ class Reporter:
             await self._final(render.failed_text(job.id, summary, job.failure or "unknown error"), files=None,
                               view=None)
         await self.bot.queue.mark_delivered(job.id)
-        run = job.finished_at - job.started_at if job.finished_at and job.started_at else None
-        await self.bot.store.tally(job.id, self.reply.guild_id, self.reply.user_id, job.state.value, job.created_at,
-                                   job.finished_at or time.time(), run)
         await self.bot.store.forget_reply(job.id)
         log.info("job %s: outcome (%s) delivered", job.id, job.state.value)
 

@@ -21,7 +21,8 @@ from bot.attachments import ImageLimits, InputImage, check_attachment_metadata, 
 from bot.records import Reply
 from nst_core.errors import NSTError
 from nst_core.images import style_role
-from nst_core.params import StyleParams
+from nst_core.params import StyleParams, check_content_shape
+from nst_jobs.errors import QueueFullError
 from nst_jobs.models import JobRequest, JobState
 
 if TYPE_CHECKING:
@@ -72,6 +73,9 @@ class JobStarter:
         if len(mine) >= cap:
             raise UserFacingError(f"you already have {len(mine)} job{'s' if len(mine) != 1 else ''} waiting or "
                                   f"running (this server allows {cap}); wait for one to finish or /cancel one")
+        everyone = await self.bot.queue.jobs(JobState.QUEUED, JobState.RUNNING)
+        if len(everyone) >= self.bot.config.queue.global_cap:
+            raise QueueFullError(self.bot.config.queue.global_cap)
         for source in sources:
             att = source.attachment
             if att is not None:
@@ -95,6 +99,7 @@ class JobStarter:
         received = time.time()
         try:
             content_image = await self._load(content)
+            check_content_shape(content_image.width, content_image.height, params.size)
             style_images = [await self._load(s) for s in styles]
             job = await self.bot.queue.submit(JobRequest(
                 params=params, content=content_image.data, styles=tuple(s.data for s in style_images),
@@ -144,8 +149,12 @@ class JobStarter:
 
 
 def _sentence(message: str) -> str:
-    """'⚠️ Content image is ...' : the engine's messages start in lower case, mid-sentence style."""
-    return "⚠️ " + message[:1].upper() + message[1:]
+    """'⚠️ Content image is ...': the engine's messages start in lower case, mid-sentence style. A message that
+    starts with a parameter name ('size=5000 is not allowed') keeps it as it is spelt."""
+    first = message.split(" ", 1)[0]
+    if first.isalpha():
+        message = message[:1].upper() + message[1:]
+    return "⚠️ " + message
 
 
 def style_sources(attachments: Sequence[discord.Attachment]) -> list[ImageSource]:

@@ -863,6 +863,13 @@ class FakeDiscord:
         resolved: dict[str, Any] = {}
         if attachments:
             resolved["attachments"] = {a["id"]: a for a in attachments}
+        channels = [o["value"] for o in self._flat_options(options or []) if o.get("type") == 7]
+        if channels:  # channel options arrive resolved, as Discord sends them
+            unknown = [c for c in channels if c != self.channel_id]
+            if unknown:
+                raise ValueError(f"channel option(s) {unknown}: the fake has one text channel, {self.channel_id}")
+            resolved["channels"] = {self.channel_id: {"id": self.channel_id, "type": 0, "name": self.channel_name,
+                                                      "permissions": str(ALL_PERMISSIONS), "parent_id": None}}
         ref_id, guild_id = self._command_ref(name, 1)
         data: dict[str, Any] = {
             "id": command_id or ref_id,
