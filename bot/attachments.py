@@ -16,7 +16,7 @@ import aiohttp
 import yarl
 
 from nst_core.errors import NotAnImageError, NSTError
-from nst_core.images import check_declared_size, decode_image, human_bytes
+from nst_core.images import check_declared_size, decode_image
 
 __all__ = ["DownloadError", "ImageLimits", "InputImage", "check_attachment_metadata", "fetch_image"]
 
@@ -119,6 +119,3 @@ async def check_image_bytes(data: bytes, *, role: str, filename: str, limits: Im
     image.close()
     return InputImage(data, width, height, filename)
 
-
-def describe(image: InputImage) -> str:
-    return f"{image.width}x{image.height}, {human_bytes(len(image.data))}"

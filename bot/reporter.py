@@ -43,15 +43,10 @@ UPLOAD_TOO_LARGE = 40005
 DELIVERY_TRIES = 3
 
 
-class _TokenGone(Exception):
-    """The interaction token cannot be used any more: continue in a channel message."""
-
-
 @dataclass
 class _Status:
     job: Job
     position: int | None = None
-    waiting: int = 0
     event: Any = None  # the last ProgressEvent
     preview: bytes | None = None
     preview_shown: bool = True
@@ -123,8 +118,6 @@ class Reporter:
             status.event = update.event
             if update.preview is not None:
                 status.preview, status.preview_shown = update.preview, False
-        if update.job.state == JobState.QUEUED and status.position is not None:
-            status.waiting = max(status.waiting, status.position)
         return status
 
     def _summary(self, job: Job) -> str:

@@ -20,7 +20,6 @@ import discord
 from bot.attachments import ImageLimits, InputImage, check_attachment_metadata, check_image_bytes, fetch_image
 from bot.records import Reply
 from nst_core.errors import NSTError
-from nst_core.images import style_role
 from nst_core.params import StyleParams, check_content_shape
 from nst_jobs.errors import QueueFullError
 from nst_jobs.models import JobRequest, JobState
@@ -156,6 +155,3 @@ def _sentence(message: str) -> str:
         message = message[:1].upper() + message[1:]
     return "⚠️ " + message
 
-
-def style_sources(attachments: Sequence[discord.Attachment]) -> list[ImageSource]:
-    return [ImageSource(attachment=a, name=style_role(i, len(attachments))) for i, a in enumerate(attachments)]

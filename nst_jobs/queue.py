@@ -44,7 +44,11 @@ PURGE_INTERVAL = 3600.0
 def make_backend(config: QueueConfig) -> Backend:
     """The backend named by `config.backend` (imported lazily: Celery only when asked for)."""
     if config.backend == "celery":
-        from nst_jobs.celery_backend import CeleryBackend
+        try:
+            from nst_jobs.celery_backend import CeleryBackend
+        except ImportError as exc:
+            raise RuntimeError(f"the celery backend needs Celery and redis-py ({exc.name} is missing): install the "
+                               "project's 'scale' extra (pip install '.[scale]', or scripts/setup scale)") from exc
 
         return CeleryBackend(config)
     from nst_jobs.local import LocalExecutor

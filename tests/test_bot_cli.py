@@ -139,3 +139,23 @@ devices = ["cpu"]
         output = log_path.read_text()
         assert "connected as nst-bot" in output and "health endpoint on" in output
         assert fake.token not in output
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_nst_bot_sync_registers_the_commands_and_exits(tmp_path: Path) -> None:
+    async with FakeDiscord() as fake:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DISCORD_")}
+        env.update(DISCORD_TOKEN=fake.token, DISCORD_API_BASE=fake.api_base)
+        config = tmp_path / "config.toml"
+        config.write_text(f'[queue]\ndata_dir = "{tmp_path / "data"}"\n')
+        process = await asyncio.create_subprocess_exec(
+            str(BIN / "nst-bot"), "--config", str(config), "sync", env=env, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT)
+        output = (await asyncio.wait_for(process.communicate(), 45))[0].decode()
+        assert process.returncode == 0, output
+        put = await fake.wait_for_request("PUT", r"/applications/\d+/commands$")
+        assert {c["name"] for c in put.json} == {"stylize", "style", "queue", "cancel", "nst-admin",
+                                                 "Stylize this image"}
+        assert "synced 6 command(s) globally" in output
+        assert not fake.gateway_events  # REST only: it never connected to the gateway

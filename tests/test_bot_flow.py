@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
+import itertools
 
 import pytest
 from bot_harness import BotEnv, custom_ids
@@ -17,12 +19,12 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 async def test_happy_path_defer_progress_result_buttons(bot_env_factory, content_bytes, style_bytes) -> None:
     env: BotEnv = await bot_env_factory()
     payload = await env.stylize(env.attachment(content_bytes), env.attachment(style_bytes, "starry.jpg", "image/jpeg"),
-                                size=64, iterations=24)
+                                size=64, iterations=40)
     response = await env.response(payload)
     assert response["type"] == 5  # deferred within the 3 s window
     final = await env.wait_final(payload)
     assert "✅ Done" in final["content"], final["content"]
-    assert "24 iterations" in final["content"] or "iterations" in final["content"]
+    assert " iterations · seed " in final["content"] and "PNG (" in final["content"]
     data = env.attachment_bytes(final)
     with Image.open(io.BytesIO(data)) as img:
         assert img.format == "PNG" and img.size == scale_sizes(128, 85, 64, 1)[-1]  # the 128x85 photo at 64 px
@@ -31,9 +33,16 @@ async def test_happy_path_defer_progress_result_buttons(bot_env_factory, content
     history = env.fake.message_history(env.original_id(payload))
     texts = [m["content"] for m in history]
     assert any("%" in t and "scale 1/1" in t for t in texts), texts  # progress edits with a bar
-    print("\n---\n".join(texts))
     running = [m for m in history if "🎨" in m["content"]]
     assert running and all(f"nst:cancel:{job_id}" in custom_ids(m) for m in running)
+    # progress edits are at least edit_interval_seconds (0.5 s here) apart; the result itself goes out at once
+    stamps = [dt.datetime.fromisoformat(m["edited_timestamp"]).timestamp() for m in history[1:-1]]
+    assert all(b - a >= 0.45 for a, b in itertools.pairwise(stamps)), stamps
+    # a preview rides along now and then (every 2nd edit here, when the worker has sent a new one)
+    previews = [m for m in running if any(a["filename"].startswith("preview-") for a in m["attachments"])]
+    assert previews, texts
+    with Image.open(io.BytesIO(env.attachment_bytes(previews[0]))) as img:
+        assert img.format == "JPEG"
 
 
 LONG = {"size": 128, "iterations": 400}  # a job that runs for seconds, to act on while it runs

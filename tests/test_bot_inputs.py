@@ -154,3 +154,22 @@ async def test_a_job_that_fails_says_why(bot_env_factory, content_bytes, style_b
     assert "❌ Failed: the job's input files are gone" in final["content"]
     assert final["attachments"] == [] and not final["components"]
     await env.wait_final(first)
+
+
+async def test_downloads_only_from_allowed_hosts_and_never_past_the_byte_cap(bot_env_factory, content_bytes,
+                                                                             style_bytes) -> None:
+    env: BotEnv = await bot_env_factory(limits={"max_attachment_bytes": 25_000})
+    style = env.attachment(style_bytes, "s.jpg", "image/jpeg")
+    elsewhere = env.attachment(content_bytes)
+    elsewhere["url"] = elsewhere["url"].replace("127.0.0.1", "localhost")  # same server, host not on the list
+    payload = await env.stylize(elsewhere, style, **TINY)
+    assert "content image is not on Discord's CDN (localhost)" in await refused(env, payload)
+    assert not [r for r in env.fake.requests if r.path.startswith("/cdn/") and elsewhere["id"] in r.path]
+
+    big = png(400, 400, (10, 200, 30)) + b"\0" * 30_000  # a valid PNG followed by padding: 30 KB on the wire
+    lying = env.attachment(big, "small.png", "image/png", width=400, height=400)
+    lying["size"] = 5_000  # the metadata says 5 KB
+    payload = await env.stylize(lying, style, **TINY)
+    text = await refused(env, payload)
+    assert "content image is 30." in text and "the limit is 24.4 KB" in text, text  # caught on the wire
+    assert not await env.bot.queue.jobs()
