@@ -17,21 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
-from fake_discord import EPHEMERAL, FakeDiscord
+from fake_discord import EPHEMERAL, ErrorRecorder, FakeDiscord
 from PIL import Image
 
 from bot.app import StyleBot, create_bot
 from bot.config import BotConfig
 from bot.endpoints import restore_endpoints
-
-
-class ErrorRecorder(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(level=logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import copy
 import datetime as dt
 import itertools
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -47,6 +48,7 @@ __all__ = [
     "EPHEMERAL",
     "LOADING",
     "TOKEN_LIFETIME_S",
+    "ErrorRecorder",
     "FakeDiscord",
     "FakeInteraction",
     "GatewayEvent",
@@ -114,6 +116,18 @@ class GatewayEvent:
     op: int
     d: Any
     query: dict[str, str]
+
+
+class ErrorRecorder(logging.Handler):
+    """Keeps every ERROR record logged while attached (discord.py's task exceptions and command errors, gateway
+    failures, the bot's own): a test fixture fails when there is any, since discord.py only logs them."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 @dataclass

@@ -14,20 +14,9 @@ import discord
 import pytest
 import pytest_asyncio
 from discord import app_commands
-from fake_discord import EPHEMERAL, LOADING, FakeDiscord, running_fake
+from fake_discord import EPHEMERAL, LOADING, ErrorRecorder, FakeDiscord, running_fake
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(30)]
-
-
-class ErrorRecorder(logging.Handler):
-    """Keeps every ERROR record discord.py logs (task exceptions, command errors, gateway failures)."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 class TinyClient(discord.Client):

@@ -18,6 +18,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.cogs.checks import require_manage_guild
 from bot.records import GuildSettings
 from bot.render import duration
 
@@ -37,11 +38,7 @@ class AdminCog(commands.GroupCog, group_name="nst-admin", group_description="Sty
         super().__init__()
 
     async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
-        if interaction.permissions.manage_guild:
-            return True
-        log.info("refused /nst-admin for user %s: no Manage Server permission", interaction.user.id)
-        await interaction.response.send_message("⚠️ /nst-admin needs the Manage Server permission.", ephemeral=True)
-        return False
+        return await require_manage_guild(interaction, "/nst-admin")
 
     @app_commands.command(name="settings", description="Show or change this server's limits and channels")
     @app_commands.describe(

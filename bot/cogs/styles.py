@@ -15,6 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.attachments import check_attachment_metadata, check_image_bytes, download
+from bot.cogs.checks import require_manage_guild
 from bot.cogs.stylize import saved_style_choices
 from nst_core.errors import NSTError
 
@@ -41,19 +42,11 @@ class StylesCog(commands.GroupCog, group_name="style", group_description="Styles
         self.bot = bot
         super().__init__()
 
-    async def _require_manage_guild(self, interaction: discord.Interaction[Any]) -> bool:
-        if interaction.permissions.manage_guild:
-            return True
-        log.info("refused /style for user %s: no Manage Server permission", interaction.user.id)
-        await interaction.response.send_message("⚠️ Saving and deleting styles needs the Manage Server permission.",
-                                                ephemeral=True)
-        return False
-
     @app_commands.command(name="save", description="Save a style image under a name (Manage Server)")
     @app_commands.guild_only()
     @app_commands.describe(name="what members will pick it by", image="the painting")
     async def save(self, interaction: discord.Interaction[Any], name: str, image: discord.Attachment) -> None:
-        if not await self._require_manage_guild(interaction):
+        if not await require_manage_guild(interaction, "Saving a style"):
             return
         starter = self.bot.starter
         guild_id = interaction.guild_id or 0
@@ -102,7 +95,7 @@ class StylesCog(commands.GroupCog, group_name="style", group_description="Styles
     @app_commands.guild_only()
     @app_commands.describe(name="the saved style to delete")
     async def delete(self, interaction: discord.Interaction[Any], name: str) -> None:
-        if not await self._require_manage_guild(interaction):
+        if not await require_manage_guild(interaction, "Deleting a style"):
             return
         key = " ".join(name.split()).lower()
         if await self.bot.store.delete_style(interaction.guild_id or 0, key):
