@@ -18,6 +18,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.apology import apologise
 from bot.buttons import JobButton
 from bot.config import BotConfig
 from bot.endpoints import apply_endpoints
@@ -40,24 +41,15 @@ STYLE_FACTORS = {"more": 2.0, "less": 0.5}
 
 
 class StyleTree(app_commands.CommandTree["StyleBot"]):
-    """The command tree, with one place where an unexpected error in any command ends: a log line with the
-    traceback, and a short ephemeral apology to the member (the bot itself carries on)."""
+    """The command tree: a refused check has answered the member already; anything else gets an apology."""
 
     async def on_error(self, interaction: discord.Interaction[StyleBot],
                        error: app_commands.AppCommandError) -> None:
         name = interaction.command.qualified_name if interaction.command else "?"
         if isinstance(error, app_commands.CheckFailure):
             log.info("command %s refused for user %s by a check", name, interaction.user.id)
-            return  # the check has answered the member itself
-        log.error("command %s failed for user %s", name, interaction.user.id, exc_info=error)
-        text = "⚠️ Something went wrong on the bot's side (it was logged); please try again."
-        try:
-            if interaction.response.is_done():
-                await interaction.followup.send(text, ephemeral=True)
-            else:
-                await interaction.response.send_message(text, ephemeral=True)
-        except discord.HTTPException:
-            pass
+            return
+        await apologise(interaction, f"command {name}", error)
 
 
 class StyleBot(commands.Bot):

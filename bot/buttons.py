@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.apology import apologise
+
 if TYPE_CHECKING:
     from bot.app import StyleBot
 
@@ -45,7 +47,10 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMPLAT
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         bot: StyleBot = interaction.client
-        await bot.on_job_button(interaction, self.action, self.job_id)
+        try:
+            await bot.on_job_button(interaction, self.action, self.job_id)
+        except Exception as exc:
+            await apologise(interaction, f"button {self.action} of job {self.job_id}", exc)
 
 
 def job_view(job_id: str, *, running: bool) -> discord.ui.View:

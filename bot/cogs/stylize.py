@@ -13,6 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.apology import apologise
 from bot.options import (
     COLOR_CHOICES,
     PRESET_CHOICES,
@@ -205,6 +206,10 @@ class StylePicker(discord.ui.View):
                                                      view=None)
         except discord.HTTPException as exc:
             log.debug("could not update the style picker (%s)", exc.code)
+
+    async def on_error(self, interaction: discord.Interaction[Any], error: Exception,
+                       item: discord.ui.Item[Any]) -> None:
+        await apologise(interaction, "the saved-style picker", error)
 
     async def on_timeout(self) -> None:
         try:
