@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # name -> (photo, painting); the strips are docs/gallery/NAME.jpg
 PAIRS: dict[str, tuple[str, str]] = {
-    "chelsea-starry_night": ("chelsea.png", "starry_night.jpg"),
-    "astronaut-wave": ("astronaut.png", "wave_crop.jpg"),
+    "astronaut-starry_night": ("astronaut.png", "starry_night.jpg"),
+    "chelsea-wave": ("chelsea.png", "wave_crop.jpg"),
     "chelsea-the_scream": ("chelsea.png", "the_scream.jpg"),
 }
 PRESET = "balanced"
