@@ -87,7 +87,7 @@ class BotEnv:
 
     async def stylize(self, content: dict[str, Any], style: dict[str, Any] | None = None, *,
                       user: dict[str, Any] | None = None, attachment_size_limit: int | None = None,
-                      **options: Any) -> dict[str, Any]:
+                      channel_id: str | None = None, **options: Any) -> dict[str, Any]:
         opts = [{"name": "content", "type": 11, "value": content["id"]}]
         atts = [content]
         if style is not None:
@@ -96,7 +96,8 @@ class BotEnv:
         kinds = {str: 3, int: 4, bool: 5, float: 10}
         opts += [{"name": k, "type": kinds[type(v)], "value": v} for k, v in options.items()]
         extra = {} if attachment_size_limit is None else {"attachment_size_limit": attachment_size_limit}
-        return await self.fake.send_interaction("stylize", opts, attachments=atts, user=user, **extra)
+        return await self.fake.send_interaction("stylize", opts, attachments=atts, user=user, channel_id=channel_id,
+                                                **extra)
 
     # -- waiting -------------------------------------------------------------------------------------------------
     async def response(self, payload: dict[str, Any]) -> dict[str, Any]:

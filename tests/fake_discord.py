@@ -223,6 +223,10 @@ class FakeDiscord:
         self.channel_id = self.snowflake()
         self.guild_name = guild_name
         self.channel_name = channel_name
+        #: a second text channel of the guild ("art"), for per-channel rules; interactions come from ``channel_id``
+        #: unless a sender is given ``channel_id=fake.other_channel_id``
+        self.other_channel_id = self.snowflake()
+        self.text_channels = {self.channel_id: channel_name, self.other_channel_id: "art"}
         self.upload_limit = DEFAULT_UPLOAD_LIMIT
         #: permissions the bot has in interactions (``interaction.app_permissions``)
         self.app_permissions = ALL_PERMISSIONS
@@ -430,13 +434,14 @@ class FakeDiscord:
             "permissions": str(ALL_PERMISSIONS if permissions is None else permissions),
         }
 
-    def _channel(self) -> dict[str, Any]:
+    def _channel(self, channel_id: str | None = None) -> dict[str, Any]:
+        cid = channel_id or self.channel_id
         return {
-            "id": self.channel_id,
+            "id": cid,
             "type": 0,
             "guild_id": self.guild_id,
-            "name": self.channel_name,
-            "position": 0,
+            "name": self.text_channels[cid],
+            "position": list(self.text_channels).index(cid),
             "permission_overwrites": [],
             "nsfw": False,
             "parent_id": None,
@@ -500,7 +505,7 @@ class FakeDiscord:
             "stickers": [],
             "members": members,
             "member_count": len(members) + (self.owner_user["id"] not in self._member_ids),
-            "channels": [self._channel()],
+            "channels": [self._channel(cid) for cid in self.text_channels],
             "threads": [],
             "presences": [],
             "voice_states": [],
@@ -832,7 +837,7 @@ class FakeDiscord:
         if dm is None:
             payload["guild_id"] = self.guild_id
             payload["guild_locale"] = "en-US"
-            payload["channel"] = self._channel()
+            payload["channel"] = self._channel(cid)
             payload["member"] = self._member(user or self.user, permissions)
             payload["context"] = 0
         else:  # a bot DM: no guild, ``user`` instead of ``member``, no member permissions
@@ -864,8 +869,9 @@ class FakeDiscord:
         command_id: str | None = None,
         user: dict[str, Any] | None = None,
         permissions: int | None = None,
+        channel_id: str | None = None,
     ) -> dict[str, Any]:
-        """Dispatch INTERACTION_CREATE for slash command ``name``.
+        """Dispatch INTERACTION_CREATE for slash command ``name`` (in ``channel_id``, default ``self.channel_id``).
 
         ``options`` are plain option dicts (``{"name", "type", "value"}``); for attachment options pass
         ``{"name": ..., "type": 11, "value": attachment["id"]}`` and the attachment in ``attachments``. A subcommand
@@ -879,11 +885,11 @@ class FakeDiscord:
             resolved["attachments"] = {a["id"]: a for a in attachments}
         channels = [o["value"] for o in self._flat_options(options or []) if o.get("type") == 7]
         if channels:  # channel options arrive resolved, as Discord sends them
-            unknown = [c for c in channels if c != self.channel_id]
+            unknown = [c for c in channels if c not in self.text_channels]
             if unknown:
-                raise ValueError(f"channel option(s) {unknown}: the fake has one text channel, {self.channel_id}")
-            resolved["channels"] = {self.channel_id: {"id": self.channel_id, "type": 0, "name": self.channel_name,
-                                                      "permissions": str(ALL_PERMISSIONS), "parent_id": None}}
+                raise ValueError(f"channel option(s) {unknown} unknown; text channels: {list(self.text_channels)}")
+            resolved["channels"] = {c: {"id": c, "type": 0, "name": self.text_channels[c],
+                                        "permissions": str(ALL_PERMISSIONS), "parent_id": None} for c in channels}
         ref_id, guild_id = self._command_ref(name, 1)
         data: dict[str, Any] = {
             "id": command_id or ref_id,
@@ -895,7 +901,8 @@ class FakeDiscord:
         if guild_id is not None:
             data["guild_id"] = guild_id
         payload = self._register(
-            2, data, user=user, permissions=permissions, attachment_size_limit=attachment_size_limit
+            2, data, channel_id=channel_id, user=user, permissions=permissions,
+            attachment_size_limit=attachment_size_limit,
         )
         await self.dispatch("INTERACTION_CREATE", payload)
         return payload
@@ -1208,17 +1215,18 @@ class FakeDiscord:
                 self._delete(old["id"])
                 return None
         if match := re.fullmatch(r"/channels/(\d+)", p):
-            channel = self._channel() if match.group(1) == self.channel_id else self.dm_channels.get(match.group(1))
+            cid = match.group(1)
+            channel = self._channel(cid) if cid in self.text_channels else self.dm_channels.get(cid)
             if channel is None:
                 raise _JSONError(404, 10003, "Unknown Channel")
             if m == "GET":
                 return channel
         if match := re.fullmatch(r"/channels/(\d+)/messages", p):
             cid = match.group(1)
-            if cid != self.channel_id and cid not in self.dm_channels:
+            if cid not in self.text_channels and cid not in self.dm_channels:
                 raise _JSONError(404, 10003, "Unknown Channel")
             if m == "POST":
-                if cid == self.channel_id and self.channel_posts_forbidden:
+                if cid in self.text_channels and self.channel_posts_forbidden:
                     raise _JSONError(403, 50013, "Missing Permissions")
                 if cid in self.dm_channels and self.dms_forbidden:
                     raise _JSONError(403, 50007, "Cannot send messages to this user")

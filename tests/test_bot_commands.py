@@ -131,6 +131,10 @@ async def test_admin_settings_limit_the_server_and_stats_count_jobs(bot_env_fact
     text = await env.ephemeral_text(ok)
     assert "(updated)" in text and "max size: 64 px" in text and f"<#{env.fake.channel_id}>" in text
 
+    elsewhere = await env.stylize(env.attachment(content_bytes), env.attachment(style_bytes, "s.jpg", "image/jpeg"),
+                                  channel_id=env.fake.other_channel_id, **TINY)
+    assert f"Style transfer is not enabled in this channel; use <#{env.fake.channel_id}>" in \
+        await env.ephemeral_text(elsewhere)
     refused = await env.stylize(env.attachment(content_bytes), env.attachment(style_bytes, "s.jpg", "image/jpeg"),
                                 size=96, iterations=6)
     assert "size=96 is not allowed; this server allows at most 64 px" in await env.ephemeral_text(refused)
