@@ -1070,6 +1070,13 @@ class FakeDiscord:
                     rec.fields["_raw"] = body.decode(errors="replace")
         return rec
 
+    def _check_auth(self, path: str, authorization: str | None) -> None:
+        """Bot routes need ``Authorization: Bot <token>``; interaction callbacks and webhooks carry their own token."""
+        if path.startswith(("/interactions/", "/webhooks/")):
+            return
+        if authorization != f"Bot {self.token}":
+            raise _JSONError(401, 0, "401: Unauthorized")
+
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.match_info["tail"]
         rec = await self._record(request, path)
@@ -1098,6 +1105,7 @@ class FakeDiscord:
                         },
                     )
             try:
+                self._check_auth(path, request.headers.get("Authorization"))
                 result = self._handle(rec)
             except _JSONError as e:
                 rec.status = e.status

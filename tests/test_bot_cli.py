@@ -169,3 +169,23 @@ def test_the_bot_process_never_loads_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_a_token_discord_refuses_stops_the_bot_with_one_line(tmp_path: Path) -> None:
+    async with FakeDiscord() as fake:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DISCORD_")}
+        env.update(DISCORD_TOKEN="MTIz.pasted-wrong.token", DISCORD_API_BASE=fake.api_base,
+                   DISCORD_GATEWAY_URL=fake.gateway_url)
+        config = tmp_path / "config.toml"
+        config.write_text(f'[queue]\ndata_dir = "{tmp_path / "data"}"\nexecutor = "thread"\ndevices = ["cpu"]\n')
+        process = await asyncio.create_subprocess_exec(
+            str(BIN / "nst-bot"), "--config", str(config), env=env, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(process.communicate(), 45)
+        assert process.returncode == 2, (out + err).decode()
+        last = err.decode().strip().splitlines()[-1]
+        assert last.startswith("nst-bot: Discord refused the token (401); reset it in the Developer Portal")
+        assert "pasted-wrong" not in (out + err).decode()
+        assert [r.status for r in fake.requests if r.path == "/users/@me"] == [401]

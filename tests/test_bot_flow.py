@@ -197,3 +197,22 @@ async def test_result_over_the_upload_limit_is_reencoded(bot_env_factory, conten
     assert len(data) <= limit and final["attachments"][0]["filename"].endswith(".jpg")
     with Image.open(io.BytesIO(data)) as img:
         assert img.format == "JPEG" and img.size == (64, 42)
+
+
+async def test_a_restart_mid_job_loses_nothing_and_finishes_in_the_same_replies(bot_env_factory, content_bytes,
+                                                                                 style_bytes) -> None:
+    env: BotEnv = await bot_env_factory()
+    running, running_id = await start_and_wait_running(env, content_bytes, style_bytes, size=96, iterations=60)
+    other = env.fake.add_user("other")
+    waiting = await env.stylize(env.attachment(content_bytes), env.attachment(style_bytes, "s.jpg", "image/jpeg"),
+                                user=other, **TINY)
+    await env.response(waiting)
+    await env.wait_message(env.original_id(waiting), lambda m: "⏳" in m["content"])
+    await env.restart()  # e.g. `docker compose restart`: a graceful stop while one job runs and one waits
+    for payload in (running, waiting):
+        final = await env.wait_final(payload)
+        assert "✅ Done" in final["content"], final["content"]
+        assert final["attachments"] and final["attachments"][0]["filename"].startswith("nst-")
+    job = await env.bot.queue.get(running_id)
+    assert job.attempts == 2  # started again after the restart, not cancelled
+    assert not env.fake.messages_in_channel()  # both finished in their own replies, nothing posted elsewhere
