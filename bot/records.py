@@ -10,7 +10,6 @@ The job table (`nst_jobs.store`) stays the system of record for jobs; nothing he
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+
+from nst_jobs.store import connect_sqlite
 
 __all__ = ["BotStore", "GuildSettings", "JobTally", "Reply", "SavedStyle"]
 
@@ -111,31 +112,23 @@ class JobTally:
 
 
 class BotStore:
-    """Open with `await BotStore.open(data_dir)`; one connection, writes serialised by a lock."""
+    """Open with `await BotStore.open(data_dir)`; one connection (aiosqlite runs its statements in order)."""
 
     def __init__(self, db: aiosqlite.Connection, data_dir: Path) -> None:
         self.db = db
         self.styles_dir = data_dir / "styles"
-        self.lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, data_dir: Path) -> BotStore:
         data_dir.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(data_dir / "bot.sqlite3")
-        db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.executescript(_SCHEMA)
-        await db.commit()
-        return cls(db, data_dir)
+        return cls(await connect_sqlite(data_dir / "bot.sqlite3", _SCHEMA), data_dir)
 
     async def close(self) -> None:
         await self.db.close()
 
     async def _write(self, sql: str, args: tuple[Any, ...]) -> int:
-        async with self.lock:
-            cursor = await self.db.execute(sql, args)
-            await self.db.commit()
-            return cursor.rowcount
+        cursor = await self.db.execute(sql, args)  # one statement, committed by itself (autocommit)
+        return cursor.rowcount
 
     # -- replies -----------------------------------------------------------------------------------------------------
     async def save_reply(self, reply: Reply) -> None:

@@ -23,7 +23,7 @@ import aiosqlite
 from nst_jobs.errors import JobNotFoundError, QueueFullError, UserCapError
 from nst_jobs.models import Job, JobRequest, JobState
 
-__all__ = ["JobStore"]
+__all__ = ["JobStore", "connect_sqlite"]
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -79,6 +79,21 @@ def _serialised(method: _Method[P, R]) -> _Method[P, R]:
     return wrapper
 
 
+async def connect_sqlite(path: Path, schema: str) -> aiosqlite.Connection:
+    """An autocommit connection (explicit transactions only) in WAL mode, rows by name, `schema` applied.
+
+    WAL lets readers (another process sharing the data directory, a backup) work while one writer writes; writers
+    wait up to 30 s for each other instead of failing at once.
+    """
+    db = await aiosqlite.connect(path, isolation_level=None, timeout=30)
+    db.row_factory = aiosqlite.Row
+    await db.execute("PRAGMA journal_mode=WAL")
+    await db.execute("PRAGMA synchronous=NORMAL")
+    await db.execute("PRAGMA busy_timeout=30000")
+    await db.executescript(schema)
+    return db
+
+
 def _row_to_job(row: aiosqlite.Row) -> Job:
     data: dict[str, Any] = dict(row)
     for column in _JSON_COLUMNS:
@@ -101,12 +116,7 @@ class JobStore:
     async def open(cls, data_dir: Path) -> JobStore:
         data_dir.mkdir(parents=True, exist_ok=True)
         (data_dir / "jobs").mkdir(exist_ok=True)
-        db = await aiosqlite.connect(data_dir / "jobs.sqlite3", isolation_level=None, timeout=30)
-        db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=NORMAL")
-        await db.execute("PRAGMA busy_timeout=30000")
-        await db.executescript(_SCHEMA)
+        db = await connect_sqlite(data_dir / "jobs.sqlite3", _SCHEMA)
         await db.execute("INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', ?)",
                          (str(SCHEMA_VERSION),))
         return cls(db, data_dir)
