@@ -23,6 +23,7 @@ from bot.buttons import JobButton
 from bot.config import BotConfig
 from bot.endpoints import apply_endpoints
 from bot.health import HealthServer
+from bot.options import apply_limits
 from bot.records import BotStore, Reply
 from bot.reporter import Reporter
 from bot.starter import ImageSource, JobStarter
@@ -176,11 +177,14 @@ class StyleBot(commands.Bot):
         except NSTError as exc:
             await self.starter.refuse(interaction, str(exc), f"button {action}")
             return
+        # the server's limits may have been lowered since that job ran
+        params, notes = apply_limits(params, await self.starter.limits_for(interaction.guild_id),
+                                     origin=f"job {job.id}'s")
         summary = f"{change} of `{job.id}`"
         await self.starter.start(
             interaction, params=params, content=ImageSource(data=content, name="content"),
             styles=[ImageSource(data=s, name=style_role(i, len(styles))) for i, s in enumerate(styles)],
-            summary=summary, origin=f"button {action}")
+            summary=summary, notes=notes, origin=f"button {action}")
 
 
 def create_bot(config: BotConfig, **client_options: Any) -> StyleBot:

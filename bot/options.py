@@ -21,6 +21,7 @@ __all__ = [
     "PRESET_CHOICES",
     "Limits",
     "StylizeOptions",
+    "apply_limits",
     "build_params",
     "describe_params",
     "option_range",
@@ -75,15 +76,23 @@ def build_params(options: StylizeOptions, limits: Limits) -> tuple[StyleParams, 
     overrides = {name: getattr(options, name) for name in
                  ("content_weight", "style_weight", "tv_weight", "size", "iterations", "preserve_colors", "seed")}
     params = StyleParams.preset(preset, **overrides)
+    typed = frozenset(name for name, value in overrides.items() if value is not None)
+    return apply_limits(params, limits, typed=typed, origin=f"the {preset} preset's")
+
+
+def apply_limits(params: StyleParams, limits: Limits, *, typed: frozenset[str] = frozenset(),
+                 origin: str = "the") -> tuple[StyleParams, list[str]]:
+    """Hold `params` to the server's size and iteration limits: a value the member typed (`typed`) above a limit is
+    refused (ParameterError); any other (a preset's, an earlier job's) is lowered to it, with a note saying so."""
     notes: list[str] = []
     for name, limit, unit in (("size", limits.max_size, " px"), ("iterations", limits.max_iterations, "")):
         value = getattr(params, name)
         if value <= limit:
             continue
-        if overrides[name] is not None:
+        if name in typed:
             raise ParameterError(name, value, f"this server allows at most {limit}{unit}")
         params = params.replace(**{name: limit})
-        notes.append(f"{name} lowered from the {preset} preset's {value}{unit} to this server's limit of {limit}{unit}")
+        notes.append(f"{name} lowered from {origin} {value}{unit} to this server's limit of {limit}{unit}")
     return params, notes
 
 

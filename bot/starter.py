@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.attachments import ImageLimits, InputImage, check_attachment_metadata, check_image_bytes, fetch_image
+from bot.options import Limits
 from bot.records import Reply
 from nst_core.errors import NSTError
 from nst_core.params import StyleParams, check_content_shape
@@ -54,6 +55,14 @@ class JobStarter:
     def image_limits(self) -> ImageLimits:
         limits = self.bot.config.limits
         return ImageLimits(limits.max_attachment_bytes, limits.max_input_pixels, self.bot.config.discord.cdn_hosts)
+
+    async def limits_for(self, guild_id: int | None) -> Limits:
+        """The bot's size and iteration limits, lowered by the server's own settings."""
+        settings = await self.bot.store.guild_settings(guild_id)
+        cfg = self.bot.config.limits
+        return Limits(max_size=min(cfg.max_size, settings.max_size or cfg.max_size),
+                      max_iterations=min(cfg.max_iterations, settings.max_iterations or cfg.max_iterations),
+                      default_preset=cfg.default_preset)
 
     # -- checks that need no download -----------------------------------------------------------------------------
     async def precheck(self, interaction: discord.Interaction[Any], sources: Sequence[ImageSource]) -> None:

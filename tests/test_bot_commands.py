@@ -120,6 +120,10 @@ async def test_admin_settings_limit_the_server_and_stats_count_jobs(bot_env_fact
                                                                      style_bytes) -> None:
     env: BotEnv = await bot_env_factory()
     admin = "nst-admin"
+    before = await env.wait_final(await env.stylize(env.attachment(content_bytes),
+                                                    env.attachment(style_bytes, "s.jpg", "image/jpeg"),
+                                                    size=96, iterations=6))
+    before_id = before["content"].split("`")[1]
     denied = await env.fake.send_interaction(admin, sub("settings"), permissions=MEMBER)
     assert "needs the Manage Server permission" in await env.ephemeral_text(denied)
     too_big = await env.fake.send_interaction(admin, sub("settings", [{"name": "max_size", "type": 4,
@@ -143,8 +147,12 @@ async def test_admin_settings_limit_the_server_and_stats_count_jobs(bot_env_fact
     final = await env.wait_final(capped)
     assert "size lowered from the balanced preset's 512 px to this server's limit of 64 px" in final["content"]
 
+    # a follow-up of a job made before the limit was lowered is held to the new limit
+    more = await env.wait_final(await env.fake.send_component(before["id"], f"nst:more:{before_id}"))
+    assert f"size lowered from job {before_id}'s 96 px to this server's limit of 64 px" in more["content"]
+
     stats = await env.ephemeral_text(await env.fake.send_interaction(admin, sub("stats")))
-    assert "1 jobs · 1 done · 0 failed · 0 cancelled" in stats and "Median run time:" in stats
+    assert "3 jobs · 3 done · 0 failed · 0 cancelled" in stats and "Median run time:" in stats
 
     opened = await env.fake.send_interaction(admin, sub("settings", [{"name": "remove_channel", "type": 7,
                                                                        "value": env.fake.channel_id},

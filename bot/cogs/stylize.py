@@ -17,7 +17,6 @@ from bot.apology import apologise
 from bot.options import (
     COLOR_CHOICES,
     PRESET_CHOICES,
-    Limits,
     StylizeOptions,
     build_params,
     describe_params,
@@ -41,14 +40,6 @@ SeedOption = option_range("seed", int)
 
 PICKER_TIMEOUT_S = 300.0
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
-
-
-async def effective_limits(bot: StyleBot, guild_id: int | None) -> Limits:
-    settings = await bot.store.guild_settings(guild_id)
-    cfg = bot.config.limits
-    return Limits(max_size=min(cfg.max_size, settings.max_size or cfg.max_size),
-                  max_iterations=min(cfg.max_iterations, settings.max_iterations or cfg.max_iterations),
-                  default_preset=cfg.default_preset)
 
 
 async def saved_style_choices(bot: StyleBot, guild_id: int | None, typed: str) -> list[app_commands.Choice[str]]:
@@ -107,7 +98,7 @@ class StylizeCog(commands.Cog):
                                  tv_weight=tv_weight, size=size, iterations=iterations,
                                  preserve_colors=preserve_colors, seed=seed)
         try:
-            params, notes = build_params(options, await effective_limits(self.bot, interaction.guild_id))
+            params, notes = build_params(options, await starter.limits_for(interaction.guild_id))
             style_source = await self._style_source(interaction, style, saved_style)
         except NSTError as exc:
             await starter.refuse(interaction, str(exc), "/stylize")
@@ -164,7 +155,7 @@ class StylizeCog(commands.Cog):
                                 style_name: str) -> None:
         starter = self.bot.starter
         try:
-            params, notes = build_params(StylizeOptions(), await effective_limits(self.bot, interaction.guild_id))
+            params, notes = build_params(StylizeOptions(), await starter.limits_for(interaction.guild_id))
             source = await self._style_source(interaction, None, style_name)
         except NSTError as exc:
             await starter.refuse(interaction, str(exc), "menu")
