@@ -71,6 +71,12 @@ def failed_text(job_id: str, summary: str, reason: str) -> str:
     return f"{headline(job_id, summary)}\n❌ Failed: {reason}"
 
 
+def failed_privately(job_id: str, reason: str) -> str:
+    """The private note to the requester of a failed job: why, and what to do."""
+    return (f"⚠️ Your style transfer `{job_id}` failed: {reason}. Nothing else is needed from you: run /stylize again "
+            "(a new attempt starts from the beginning), or /queue to see what is running.")
+
+
 def cancelled_text(job_id: str, summary: str, by: str | None) -> str:
     who = f" by <@{by}>" if by and by.isdigit() else ""
     return f"{headline(job_id, summary)}\n🛑 Cancelled{who}."

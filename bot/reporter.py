@@ -144,7 +144,10 @@ class Reporter:
 
     # -- where updates go ----------------------------------------------------------------------------------------------
     def _webhook(self) -> discord.Webhook:
-        return discord.Webhook.partial(self.reply.application_id, self.reply.token, client=self.bot)
+        """The interaction's own webhook, as `Interaction.followup` builds it (an application webhook: it may
+        send ephemeral messages), rebuilt from the stored token so it works after a restart too."""
+        data: Any = {"id": self.reply.application_id, "type": 3, "token": self.reply.token}
+        return discord.Webhook.from_state(data, self.bot._connection)
 
     def _token_usable(self) -> bool:
         return self.reply.channel_message_id is None and time.time() < self.reply.token_deadline
@@ -236,11 +239,22 @@ class Reporter:
             by = job.cancel_requested_by
             await self._final(render.cancelled_text(job.id, summary, by), files=None, view=None)
         else:
-            await self._final(render.failed_text(job.id, summary, job.failure or "unknown error"), files=None,
-                              view=None)
+            reason = job.failure or "unknown error"
+            await self._final(render.failed_text(job.id, summary, reason), files=None, view=None)
+            await self._tell_requester(render.failed_privately(job.id, reason))
         await self.bot.queue.mark_delivered(job.id)
         await self.bot.store.forget_reply(job.id)
         log.info("job %s: outcome (%s) delivered", job.id, job.state.value)
+
+    async def _tell_requester(self, text: str) -> None:
+        """An ephemeral follow-up only the requester sees (while the interaction token lasts; else the reply,
+        already edited, is all there is)."""
+        if time.time() >= self.reply.token_deadline:
+            return
+        try:
+            await self._webhook().send(text, ephemeral=True)
+        except discord.HTTPException as exc:
+            log.info("job %s: no private follow-up (%s %s)", self.job_id, exc.status, exc.code)
 
     async def _deliver_result(self, job: Job, summary: str) -> None:
         result = dict(job.result or {})

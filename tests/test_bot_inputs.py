@@ -153,6 +153,8 @@ async def test_a_job_that_fails_says_why(bot_env_factory, content_bytes, style_b
     final = await env.wait_final(second)
     assert "❌ Failed: the job's input files are gone" in final["content"]
     assert final["attachments"] == [] and not final["components"]
+    private = await env.ephemeral_text(second)  # and the requester alone is told why and what to do
+    assert f"Your style transfer `{job_id}` failed: the job's input files are gone" in private
     await env.wait_final(first)
 
 
