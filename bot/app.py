@@ -31,6 +31,7 @@ from bot.sync import sync_commands
 from nst_core.errors import NSTError
 from nst_core.images import style_role
 from nst_core.params import StyleParams
+from nst_jobs.models import JobState
 from nst_jobs.queue import JobQueue
 
 __all__ = ["StyleBot", "create_bot"]
@@ -101,10 +102,24 @@ class StyleBot(commands.Bot):
         if self.config.health.port:
             self.health = HealthServer(self, self.config.health.host, self.config.health.port)
             await self.health.start()
-        for reply in await self.store.replies():
+        await self._resume_replies()
+
+    async def _resume_replies(self) -> None:
+        """After a restart: follow every job whose outcome was not delivered. A job the bot submitted but whose reply
+        was never saved (a crash in between) is followed too: its updates go to its channel, mentioning the member."""
+        replies = await self.store.replies()
+        for reply in replies:
             self.follow(reply)
+        known = {reply.job_id for reply in replies}
+        pending = [*await self.queue.jobs(JobState.QUEUED, JobState.RUNNING), *await self.queue.undelivered()]
+        for job in pending:
+            if job.id in known or not job.meta.get("origin") or not job.requester.isdigit() or not job.channel_id:
+                continue  # followed already, or not a job from Discord
+            self.follow(Reply(job_id=job.id, application_id=self.application_id or 0, token="", message_id=0,
+                              channel_id=int(job.channel_id), guild_id=int(job.guild_id) if job.guild_id else None,
+                              user_id=int(job.requester), token_deadline=0.0))
         if self.reporters:
-            log.info("picked up %d job(s) whose replies were not finished", len(self.reporters))
+            log.info("picked up %d job(s) whose outcome was not delivered yet", len(self.reporters))
 
     async def close(self) -> None:
         """Close once, however many callers ask (a signal handler and `async with` both do): each waits for the

@@ -216,3 +216,23 @@ async def test_a_restart_mid_job_loses_nothing_and_finishes_in_the_same_replies(
     job = await env.bot.queue.get(running_id)
     assert job.attempts == 2  # started again after the restart, not cancelled
     assert not env.fake.messages_in_channel()  # both finished in their own replies, nothing posted elsewhere
+
+
+async def test_a_job_whose_reply_was_never_saved_is_still_delivered_in_its_channel(bot_env_factory, content_bytes,
+                                                                                   style_bytes) -> None:
+    import sqlite3
+
+    env: BotEnv = await bot_env_factory()
+    _, job_id = await start_and_wait_running(env, content_bytes, style_bytes, size=96, iterations=60)
+    await env.stop()
+    with sqlite3.connect(env.data_dir / "bot.sqlite3") as db:  # as if the bot died between submit and saving
+        db.execute("DELETE FROM replies")
+    await env.start()
+    user_id = env.fake.user["id"]
+    for _ in range(3000):
+        done = [m for m in env.fake.messages_in_channel() if "✅ Done" in m["content"]]
+        if done:
+            break
+        await asyncio.sleep(0.02)
+    assert done and done[0]["content"].startswith(f"<@{user_id}>") and job_id in done[0]["content"]
+    assert done[0]["attachments"]
