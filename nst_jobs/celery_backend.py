@@ -8,8 +8,11 @@ reports to the sink:
     STARTED                 -> on_started (once per job)
     PROGRESS                -> on_progress for every event not yet reported (and the preview, when a new one came)
     SUCCESS                 -> on_done / on_failed(reason, retry=False) / on_cancelled, by the task's "status"
-    FAILURE                 -> on_failed(retry=True) for a lost worker or the hard time limit, else retry=False
+    FAILURE                 -> on_failed(retry=True) for a lost worker, else retry=False (the hard time limit too:
+                               it would only run out of time again)
     REVOKED                 -> on_cancelled
+    PENDING for too long    -> on_failed(retry=False): longer than celery_inflight x time limit + visibility
+                               timeout, no healthy set-up leaves a job unclaimed (workers down, broker data lost)
 
 A worker that dies mid-job (SIGKILL, OOM, power) is not reported at all: with acks_late and
 reject_on_worker_lost the broker gives the job to a worker again after the visibility timeout, and the monitor just
@@ -23,7 +26,7 @@ import base64
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -51,7 +54,7 @@ log = logging.getLogger(__name__)
 #: Celery states of a job that has not finished.
 _RUNNING_STATES = frozenset({"PENDING", "RECEIVED", "STARTED", "PROGRESS", "RETRY"})
 #: Exceptions in a FAILURE that mean the worker was killed, not that the job is bad.
-_WORKER_DIED = frozenset({"WorkerLostError", "TimeLimitExceeded", "Terminated"})
+_WORKER_DIED = frozenset({"WorkerLostError", "Terminated"})
 #: After the hard revoke: how long to wait for the worker to record REVOKED before reporting on_cancelled anyway.
 _REVOKE_SETTLE_SECONDS = 3.0
 #: While the result backend cannot be read, warn at most this often (the monitor retries every poll).
@@ -63,6 +66,7 @@ class _Tracked:
     """What the monitor knows about one job in flight."""
 
     started: bool = False
+    since: float = field(default_factory=time.monotonic)  # handed to Celery (or adopted) at this time
     run: str | None = None  # the PROGRESS "run" id: changes when a redelivered job starts over
     seq: int = 0  # the last event reported in this run
     preview_seq: int = 0
@@ -76,6 +80,10 @@ class CeleryBackend:
             raise ValueError("CeleryBackend needs QueueConfig.broker_url (e.g. redis://localhost:6379/0)")
         self._config = config
         self._poll_interval = poll_interval
+        # A job handed to Celery waits at most for the jobs in flight ahead of it (each within the time limit) and a
+        # redelivery (the visibility timeout); still unclaimed after that, nobody will take it.
+        self._lost_after = (config.celery_inflight * config.celery_time_limit_seconds
+                            + config.celery_visibility_timeout_seconds)
         self._app = make_celery(config.broker_url, time_limit=config.celery_time_limit_seconds,
                                 visibility_timeout=config.celery_visibility_timeout_seconds)
         self._task = self._app.tasks[TASK_NAME]
@@ -209,6 +217,9 @@ class CeleryBackend:
             return
         state = meta.get("status")
         info = meta.get("result")
+        if state == "PENDING" and not tracked.started and time.monotonic() - tracked.since > self._lost_after:
+            await self._give_up_unclaimed(job_id)
+            return
         if state in ("STARTED", "PROGRESS") and not tracked.started:
             tracked.started = True
             await sink.on_started(job_id)
@@ -218,16 +229,30 @@ class CeleryBackend:
             await self._report_success(job_id, info)
         elif state == "FAILURE":
             name = type(info).__name__
-            if name in _WORKER_DIED:
-                reason = ("the job ran past the worker's time limit" if name == "TimeLimitExceeded"
-                          else f"the worker running the job died ({info})")
-                await self._finish(job_id, "on_failed", reason, retry=True)
+            if name == "TimeLimitExceeded":  # it would only run out of time again: no retry
+                limit = self._config.celery_time_limit_seconds
+                await self._finish(job_id, "on_failed", f"the job ran longer than the workers' time limit of "
+                                   f"{limit} s; try a smaller size or fewer iterations", retry=False)
+            elif name in _WORKER_DIED:
+                await self._finish(job_id, "on_failed", f"the worker running the job died ({info})", retry=True)
             else:
                 await self._finish(job_id, "on_failed", f"internal error: {name}: {info}", retry=False)
         elif state == "REVOKED":
             await self._finish(job_id, "on_cancelled")
         elif state not in _RUNNING_STATES:
             log.warning("job %s is in unexpected Celery state %r", job_id, state)
+
+    async def _give_up_unclaimed(self, job_id: str) -> None:
+        """No worker took the job for longer than any healthy set-up allows: the workers are down or the broker lost
+        the message. Fail it with a reason (it is marked cancelled in Redis, so a worker that appears later skips
+        any copy still queued) rather than let it look like it runs for ever."""
+        waited = (f"{round(self._lost_after / 60)} minutes" if self._lost_after >= 120
+                  else f"{self._lost_after} s")
+        log.warning("job %s: no worker took it within %s; giving up on it", job_id, waited)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(request_cancel, self._app, self._redis, job_id)
+        await self._finish(job_id, "on_failed", f"no worker took the job within {waited} (are the nst-worker "
+                           "processes running?); please try again", retry=False)
 
     async def _report_progress(self, job_id: str, tracked: _Tracked, info: dict[str, Any]) -> None:
         assert self._sink is not None

@@ -525,3 +525,55 @@ def test_the_job_queue_on_the_celery_backend_and_its_restart_reconciliation(work
 
     _, second_id = asyncio.run(first())
     asyncio.run(after_restart(second_id))
+
+
+def test_a_job_no_worker_takes_fails_with_a_reason_instead_of_waiting_for_ever(redis_url, tmp_path):  # noqa: F811
+    """Workers down (or the broker's data lost): after celery_inflight x time limit + visibility timeout (3 s here)
+    the job fails with a reason, and is marked cancelled so a worker that appears later skips it."""
+    broker = redis_url.rsplit("/", 1)[0] + "/7"  # a database no test worker listens on
+
+    async def scenario() -> None:
+        sink = RecordingSink()
+        backend = CeleryBackend(QueueConfig(data_dir=tmp_path, backend="celery", broker_url=broker,
+                                            celery_inflight=1, celery_time_limit_seconds=1,
+                                            celery_visibility_timeout_seconds=2), poll_interval=0.2)
+        await backend.start(sink)
+        try:
+            job = payload()
+            started = time.monotonic()
+            await backend.dispatch(job)
+            (reason, retry), = await sink.wait_for("failed", job.job_id, timeout=20)
+            waited = time.monotonic() - started
+        finally:
+            await backend.close()
+        assert 3 <= waited < 10
+        assert retry is False and reason.startswith("no worker took the job within 3 s (are the nst-worker")
+        assert redis.Redis.from_url(broker).get(cancel_key(job.job_id)) == b"1"
+        assert backend.free_slots() == 1  # the slot is free for the next job
+
+    asyncio.run(scenario())
+
+
+def test_a_job_past_the_time_limit_fails_once_and_is_not_retried(worker, redis_url, tmp_path):  # noqa: F811
+    """Celery's hard time limit kills the job: it would only run out of time again, so the user is told why at once
+    instead of waiting for max_attempts more runs."""
+    params = StyleParams(size=128, iterations=5000, scales=1, device="cpu", seed=1, early_stop=0.0).to_dict()
+    job = WorkPayload(job_id=uuid.uuid4().hex, params=params, content=CONTENT.read_bytes(),
+                      styles=(STARRY.read_bytes(),))
+
+    async def scenario() -> None:
+        backend = CeleryBackend(config(redis_url, tmp_path), poll_interval=0.2)
+        sink = RecordingSink()
+        await backend.start(sink)
+        try:
+            await backend.dispatch(job)
+            (failure,) = await sink.wait_for("failed", job.job_id, TIME_LIMIT + 40)
+        finally:
+            await backend.close()
+        reason, retry = failure
+        assert retry is False
+        assert reason == (f"the job ran longer than the workers' time limit of {TIME_LIMIT} s; try a smaller size "
+                          "or fewer iterations")
+        assert sink.ends(job.job_id) == ["failed"]
+
+    asyncio.run(scenario())
