@@ -188,7 +188,7 @@ class StyleBot(commands.Bot):
                 change = "re-roll (new seed)"
             else:
                 params = params.replace(style_weight=params.style_weight * STYLE_FACTORS[action])
-                change = f"{'more' if action == 'more' else 'less'} style (style {params.style_weight:g})"
+                change = f"{action} style (style {params.style_weight:g})"
         except NSTError as exc:
             await self.starter.refuse(interaction, str(exc), f"button {action}")
             return

@@ -111,6 +111,10 @@ class JobTally:
     run_seconds: float | None
 
 
+def _reply(row: aiosqlite.Row) -> Reply:
+    return Reply(**{**dict(row), "dm": bool(row["dm"])})
+
+
 class BotStore:
     """Open with `await BotStore.open(data_dir)`; one connection (aiosqlite runs its statements in order)."""
 
@@ -137,18 +141,8 @@ class BotStore:
             (reply.job_id, reply.application_id, reply.token, reply.message_id, reply.channel_id, reply.guild_id,
              reply.user_id, reply.token_deadline, reply.channel_message_id, int(reply.dm), reply.created_at))
 
-    async def reply(self, job_id: str) -> Reply | None:
-        rows = list(await self.db.execute_fetchall("SELECT * FROM replies WHERE job_id = ?", (job_id,)))
-        if not rows:
-            return None
-        row = dict(rows[0])
-        row["dm"] = bool(row["dm"])
-        return Reply(**row)
-
     async def replies(self) -> list[Reply]:
-        rows = await self.db.execute_fetchall("SELECT job_id FROM replies ORDER BY created_at")
-        found = [await self.reply(row["job_id"]) for row in rows]
-        return [r for r in found if r is not None]
+        return [_reply(row) for row in await self.db.execute_fetchall("SELECT * FROM replies ORDER BY created_at")]
 
     async def forget_reply(self, job_id: str) -> None:
         await self._write("DELETE FROM replies WHERE job_id = ?", (job_id,))

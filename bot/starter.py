@@ -85,11 +85,15 @@ class JobStarter:
         if len(everyone) >= self.bot.config.queue.global_cap:
             raise QueueFullError(self.bot.config.queue.global_cap)
         for source in sources:
-            att = source.attachment
-            if att is not None:
-                check_attachment_metadata(role=source.name, filename=att.filename, size=att.size,
-                                          content_type=att.content_type, width=att.width, height=att.height,
-                                          limits=self.image_limits)
+            self.check_metadata(source)
+
+    def check_metadata(self, source: ImageSource) -> None:
+        """Refuse an attachment whose declared type, size or dimensions are already unusable (no download)."""
+        att = source.attachment
+        if att is not None:
+            check_attachment_metadata(role=source.name, filename=att.filename, size=att.size,
+                                      content_type=att.content_type, width=att.width, height=att.height,
+                                      limits=self.image_limits)
 
     # -- the whole flow --------------------------------------------------------------------------------------------
     async def start(self, interaction: discord.Interaction[Any], *, params: StyleParams, content: ImageSource,
@@ -106,9 +110,9 @@ class JobStarter:
         message_id = getattr(deferred, "message_id", None) or (await interaction.original_response()).id
         received = time.time()
         try:
-            content_image = await self._load(content)
+            content_image = await self.load(content)
             check_content_shape(content_image.width, content_image.height, params.size)
-            style_images = [await self._load(s) for s in styles]
+            style_images = [await self.load(s) for s in styles]
             job = await self.bot.queue.submit(JobRequest(
                 params=params, content=content_image.data, styles=tuple(s.data for s in style_images),
                 requester=str(user.id), guild_id=str(interaction.guild_id) if interaction.guild_id else None,
@@ -127,7 +131,9 @@ class JobStarter:
         log.info("job %s submitted by user %s from %s (%s)", job.id, user.id, origin, summary)
         self.bot.follow(reply)
 
-    async def _load(self, source: ImageSource) -> InputImage:
+    async def load(self, source: ImageSource) -> InputImage:
+        """The checked bytes of an image: an attachment downloaded (allowed hosts, byte cap) and decoded, or bytes
+        we hold decoded; raises NSTError subclasses with messages for the member."""
         if source.attachment is not None:
             att = source.attachment
             return await fetch_image(self.bot.http_session, url=att.url, role=source.name, filename=att.filename,

@@ -14,9 +14,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.attachments import check_attachment_metadata, check_image_bytes, download
 from bot.cogs.checks import require_manage_guild
 from bot.cogs.stylize import saved_style_choices
+from bot.starter import ImageSource
 from nst_core.errors import NSTError
 
 if TYPE_CHECKING:
@@ -60,18 +60,15 @@ class StylesCog(commands.GroupCog, group_name="style", group_description="Styles
             await starter.refuse(interaction, f"this server has {len(existing)} saved styles, the most allowed; "
                                  "delete one first", "/style save")
             return
-        limits = starter.image_limits
+        source = ImageSource(attachment=image, name="style")
         try:
-            check_attachment_metadata(role="style", filename=image.filename, size=image.size,
-                                      content_type=image.content_type, width=image.width, height=image.height,
-                                      limits=limits)
+            starter.check_metadata(source)
         except NSTError as exc:
             await starter.refuse(interaction, str(exc), "/style save")
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            data = await download(self.bot.http_session, image.url, role="style", limits=limits)
-            checked = await check_image_bytes(data, role="style", filename=image.filename, limits=limits)
+            checked = await starter.load(source)
         except NSTError as exc:
             await starter.refuse(interaction, str(exc), "/style save")
             return
