@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -49,9 +50,11 @@ class HealthServer:
             queue = await bot.queue.health()
         except Exception as exc:  # the store itself is unusable
             queue = {"ok": False, "backend": f"queue unavailable ({type(exc).__name__})"}
-        return {"ok": bool(gateway and queue.get("ok")), "gateway": "connected" if gateway else "disconnected",
-                "latency_ms": round(bot.latency * 1000) if gateway and bot.latency == bot.latency else None,
-                **{f"queue_{k}" if k != "ok" else "executor_ok": v for k, v in queue.items()}}
+        latency = bot.latency
+        return {"ok": bool(gateway and queue["ok"]), "gateway": "connected" if gateway else "disconnected",
+                "latency_ms": round(latency * 1000) if gateway and math.isfinite(latency) else None,
+                "executor_ok": queue["ok"], "queue_backend": queue["backend"],
+                "queue_waiting": queue.get("waiting"), "queue_running": queue.get("running")}
 
     async def _healthz(self, request: web.Request) -> web.Response:
         body = await self.report()

@@ -10,6 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.render import progress_bar
+from nst_core.progress import ProgressEvent
 from nst_jobs.errors import QueueError
 from nst_jobs.models import JobState
 
@@ -60,9 +61,9 @@ class JobsCog(commands.Cog):
 
 
 def _percent(progress: dict[str, Any] | None) -> str:
-    if not progress or not progress.get("total"):
+    if not progress:
         return ""
-    fraction = min(1.0, progress.get("iteration", 0) / progress["total"])
+    fraction = ProgressEvent.from_dict(progress).fraction
     return f" `{progress_bar(fraction, 10)}` {round(fraction * 100)}%"
 
 
