@@ -6,14 +6,21 @@
 - histogram matching: before optimising, each style image's colours are mapped so their mean and covariance equal
   the content's (x' = A (x - mu_s) + mu_c with A = Sigma_c^1/2 Sigma_s^-1/2).
 
-Images are (N, 3, H, W) RGB tensors in 0..1.
+The engine picks one `ColourStrategy` per job (`colour_strategy(params.preserve_colors)`): it prepares each style
+image and the content target of a level, and finishes the result (and every preview). Images are (N, 3, H, W) RGB
+tensors in 0..1.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["combine_luminance", "luminance", "match_histogram", "match_luminance", "rgb_to_yiq", "yiq_to_rgb"]
+__all__ = [
+    "ColourStrategy",
+    "colour_strategy",
+    "combine_luminance", "luminance", "match_histogram", "match_luminance", "rgb_to_yiq",
+    "yiq_to_rgb",
+]
 
 _RGB_TO_YIQ = torch.tensor([
     [0.299, 0.587, 0.114],
@@ -72,3 +79,49 @@ def match_histogram(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     transform = _sqrtm(cov_c) @ _sqrtm(cov_s, inverse=True)
     out = transform @ (s - mu_s) + mu_c
     return out.reshape(style.shape).to(style.dtype).clamp(0, 1)
+
+
+class ColourStrategy:
+    """Keep the result's own colours (`preserve_colors="none"`): nothing to prepare, nothing to finish."""
+
+    def prepare_style(self, style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+        """The style image as the style term should see it, given the content at the same level."""
+        return style
+
+    def prepare_content(self, content: torch.Tensor) -> torch.Tensor:
+        """The content as the content term (and the first level's starting image) should see it."""
+        return content
+
+    def finish(self, result: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+        """The image a user sees from the optimised `result` and the level's original `content`."""
+        return result
+
+
+class LuminanceTransfer(ColourStrategy):
+    """Optimise on luminance only; the result takes the content's chroma."""
+
+    def prepare_style(self, style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+        return match_luminance(style, content)
+
+    def prepare_content(self, content: torch.Tensor) -> torch.Tensor:
+        return luminance(content)
+
+    def finish(self, result: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+        return combine_luminance(result, content)
+
+
+class HistogramMatch(ColourStrategy):
+    """Map each style image's colours to the content's before optimising."""
+
+    def prepare_style(self, style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+        return match_histogram(style.cpu(), content.cpu()).to(style.device)
+
+
+_STRATEGIES: dict[str, type[ColourStrategy]] = {
+    "none": ColourStrategy, "luminance": LuminanceTransfer, "histogram": HistogramMatch,
+}
+
+
+def colour_strategy(preserve_colors: str) -> ColourStrategy:
+    """The strategy for a `StyleParams.preserve_colors` value."""
+    return _STRATEGIES[preserve_colors]()

@@ -28,7 +28,7 @@ from nst_core.images import (
 )
 from nst_core.optimize import stylize
 from nst_core.params import StyleParams, check_content_shape
-from nst_core.progress import CancelCheck, ProgressCallback, ProgressEvent
+from nst_core.progress import CancelCheck, EventKind, ProgressCallback, ProgressEvent
 from nst_core.result import JobResult
 
 __all__ = ["JobResult", "run_job"]
@@ -85,7 +85,7 @@ def run_job(
             note = f"out of GPU memory at {params.size} px; retrying at {smaller} px"
             notes.append(note)
             if progress is not None:
-                progress(ProgressEvent(kind="downsized", iteration=0, total=params.iterations, scale=1,
+                progress(ProgressEvent(kind=EventKind.DOWNSIZED, iteration=0, total=params.iterations, scale=1,
                                        scales=params.scales, width=smaller, height=smaller, losses={},
                                        elapsed=time.perf_counter() - started, eta=None, message=note))
             params = params.replace(size=smaller)

@@ -1,23 +1,70 @@
-"""The three loss terms of Gatys et al.: content, style (Gram matrices) and total variation.
+"""The terms of the objective, as objects with one interface, and the weighted sum the optimiser minimises.
 
-Each term is normalised by the size of its own target, so one set of weights gives the same balance at every image
-size, on every layer and with either weight source:
+Gatys et al.'s three terms, each normalised by the size of its own target, so one set of weights gives the same
+balance at every image size, on every layer and with either weight source:
 
     content = sum_l w_l * ||F_l(x) - F_l(c)||^2 / ||F_l(c)||^2
     style   = sum_l v_l * ||G_l(x) - G_l(s)||^2 / ||G_l(s)||^2,  G_l = F_l F_l^T / (H_l W_l)
     tv      = mean((x[i+1, j] - x[i, j])^2) + mean((x[i, j+1] - x[i, j])^2)   on 0..1 RGB pixels
 
-with layer weights w, v normalised to sum 1. Grams and losses are always computed in float32, also when the
+with layer weights w, v normalised to sum 1. Content and style share one comparison (`FeatureLoss`) and differ only
+in how they represent a layer's features: as they are, or as their Gram matrix (as pystiche's
+`FeatureReconstructionLoss` and `GramLoss` do). Grams and losses are always computed in float32, also when the
 convolutions run in bf16/fp16 (fp16 Grams overflow).
+
+Every term is a `LossTerm`: `retarget(level)` sets its target from a pyramid level's images, `term(features,
+image)` gives its value. `WeightedSum` adds the weighted terms and hands back each one's value for progress (after
+crowsonkb/style-transfer-pytorch's `SumLoss`). A new term is one class and one entry in `objective()`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
-__all__ = ["ContentLoss", "StyleLoss", "gram", "normalised", "tv_loss"]
+from nst_core.params import StyleParams
+
+__all__ = [
+    "STYLE_TARGETS",
+    "ContentLoss",
+    "Encoder",
+    "FeatureLoss",
+    "LevelImages",
+    "LossTerm",
+    "StyleLoss",
+    "TVLoss",
+    "WeightedSum",
+    "gram",
+    "normalised",
+    "objective",
+    "tv_loss",
+]
+
+Features = Mapping[str, torch.Tensor]
+
+
+class Encoder(Protocol):
+    """Image (N, 3, H, W) in 0..1 -> features per layer, as the job's network runs it."""
+
+    #: Identifies the network, its weights and precision: targets computed by equal keys are interchangeable.
+    key: Hashable
+
+    def __call__(self, image: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class LevelImages:
+    """What the terms of one pyramid level take their targets from (colour preservation already applied)."""
+
+    content: torch.Tensor  # the content at the level's size
+    styles: tuple[torch.Tensor, ...]  # each style image at its size for this level
+    encode: Encoder
 
 
 def normalised(weights: Sequence[float] | None, count: int) -> list[float]:
@@ -35,49 +82,158 @@ def gram(features: torch.Tensor) -> torch.Tensor:
     return torch.bmm(flat, flat.transpose(1, 2)) / (h * w)
 
 
-class ContentLoss:
-    """Relative squared feature distance to the content image's features at the content layers."""
-
-    def __init__(self, targets: Mapping[str, torch.Tensor], weights: Sequence[float] | None = None) -> None:
-        self.layers = tuple(targets)
-        self.targets = {k: v.detach().float() for k, v in targets.items()}
-        self.norms = {k: v.pow(2).sum().clamp_min(1e-12) for k, v in self.targets.items()}
-        self.weights = normalised(weights, len(self.layers))
-
-    def __call__(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        total = features[self.layers[0]].new_zeros((), dtype=torch.float32)
-        for layer, weight in zip(self.layers, self.weights, strict=True):
-            diff = features[layer].float() - self.targets[layer]
-            total = total + weight * diff.pow(2).sum() / self.norms[layer]
-        return total
-
-
-class StyleLoss:
-    """Relative squared Gram distance to a (blended) style target at the style layers."""
-
-    def __init__(self, target_grams: Mapping[str, torch.Tensor], weights: Sequence[float] | None = None) -> None:
-        self.layers = tuple(target_grams)
-        self.targets = {k: v.detach().float() for k, v in target_grams.items()}
-        self.norms = {k: v.pow(2).sum().clamp_min(1e-12) for k, v in self.targets.items()}
-        self.weights = normalised(weights, len(self.layers))
-
-    @staticmethod
-    def blend(grams: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
-        """Weighted sum of several styles' Gram targets (weights already normalised)."""
-        return {layer: sum((w * g[layer] for g, w in zip(grams, weights, strict=True)), torch.zeros_like(
-            grams[0][layer])) for layer in grams[0]}
-
-    def __call__(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        total = features[self.layers[0]].new_zeros((), dtype=torch.float32)
-        for layer, weight in zip(self.layers, self.weights, strict=True):
-            diff = gram(features[layer]) - self.targets[layer]
-            total = total + weight * diff.pow(2).sum() / self.norms[layer]
-        return total
-
-
 def tv_loss(image: torch.Tensor) -> torch.Tensor:
     """Total variation of an (N, 3, H, W) image in 0..1: mean squared difference of neighbours."""
     image = image.float()
     dy = (image[:, :, 1:, :] - image[:, :, :-1, :]).pow(2).mean()
     dx = (image[:, :, :, 1:] - image[:, :, :, :-1]).pow(2).mean()
     return dx + dy
+
+
+class LossTerm(ABC):
+    """One term of the objective: a target set per level, a value from the image's features and the image."""
+
+    #: The key of this term's value in progress events and results ("content", "style", ...).
+    name: str
+
+    def retarget(self, level: LevelImages) -> None:  # noqa: B027  (a term without a target keeps this no-op)
+        """Set the target for a new pyramid level (the default: the term needs none)."""
+
+    @abstractmethod
+    def __call__(self, features: Features, image: torch.Tensor) -> torch.Tensor:
+        """The term's unweighted value (a float32 scalar) for the image being optimised."""
+
+
+class FeatureLoss(LossTerm):
+    """Relative squared distance of a representation of the features to its target, per layer, weighted."""
+
+    def __init__(self, layers: Sequence[str], weights: Sequence[float] | None = None) -> None:
+        self.layers = tuple(layers)
+        self.weights = normalised(weights, len(self.layers))
+        self.targets: dict[str, torch.Tensor] = {}
+        self.norms: dict[str, torch.Tensor] = {}
+
+    @abstractmethod
+    def represent(self, features: torch.Tensor) -> torch.Tensor:
+        """How this term sees one layer's (N, C, H, W) features, in float32."""
+
+    def set_targets(self, targets: Mapping[str, torch.Tensor]) -> None:
+        """Targets already in this term's representation, one per layer."""
+        self.targets = {layer: targets[layer].detach().float() for layer in self.layers}
+        self.norms = {k: v.pow(2).sum().clamp_min(1e-12) for k, v in self.targets.items()}
+
+    def __call__(self, features: Features, image: torch.Tensor) -> torch.Tensor:
+        total = features[self.layers[0]].new_zeros((), dtype=torch.float32)
+        for layer, weight in zip(self.layers, self.weights, strict=True):
+            diff = self.represent(features[layer]) - self.targets[layer]
+            total = total + weight * diff.pow(2).sum() / self.norms[layer]
+        return total
+
+
+class ContentLoss(FeatureLoss):
+    """The content image's features, compared as they are."""
+
+    name = "content"
+
+    def represent(self, features: torch.Tensor) -> torch.Tensor:
+        return features.float()
+
+    def retarget(self, level: LevelImages) -> None:
+        with torch.no_grad():
+            self.set_targets(level.encode(level.content))
+
+
+class _StyleTargetCache:
+    """Gram targets per (style pixels, network, layers): a worker re-uses them across levels, jobs and re-rolls."""
+
+    def __init__(self, capacity: int = 32) -> None:
+        self.capacity = capacity
+        self.entries: OrderedDict[tuple[object, ...], dict[str, torch.Tensor]] = OrderedDict()
+
+    def get(self, key: tuple[object, ...], compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        if key in self.entries:
+            self.entries.move_to_end(key)
+            return self.entries[key]
+        value = compute()
+        self.entries[key] = value
+        if len(self.entries) > self.capacity:
+            self.entries.popitem(last=False)
+        return value
+
+
+STYLE_TARGETS = _StyleTargetCache()
+
+
+def _pixels_key(tensor: torch.Tensor) -> str:
+    return hashlib.sha1(tensor.detach().cpu().numpy().tobytes()).hexdigest()
+
+
+class StyleLoss(FeatureLoss):
+    """The style images' Gram matrices (blended with normalised weights when there are several)."""
+
+    name = "style"
+
+    def __init__(self, layers: Sequence[str], weights: Sequence[float] | None = None, *,
+                 blend: Sequence[float] = (1.0,)) -> None:
+        super().__init__(layers, weights)
+        self.blend = list(blend)
+
+    def represent(self, features: torch.Tensor) -> torch.Tensor:
+        return gram(features)
+
+    def grams(self, style: torch.Tensor, encode: Encoder) -> dict[str, torch.Tensor]:
+        """One style image's Gram matrices at this term's layers (cached per pixels and network)."""
+
+        def compute() -> dict[str, torch.Tensor]:
+            with torch.no_grad():
+                feats = encode(style)
+                return {layer: gram(feats[layer]) for layer in self.layers}
+
+        return STYLE_TARGETS.get((_pixels_key(style), encode.key, self.layers), compute)
+
+    def retarget(self, level: LevelImages) -> None:
+        grams = [self.grams(style, level.encode) for style in level.styles]
+        self.set_targets({layer: sum((w * g[layer] for g, w in zip(grams, self.blend, strict=True)),
+                                     torch.zeros_like(grams[0][layer])) for layer in self.layers})
+
+
+class TVLoss(LossTerm):
+    """Total variation of the pixels: smooths the noise the other terms leave."""
+
+    name = "tv"
+
+    def __call__(self, features: Features, image: torch.Tensor) -> torch.Tensor:
+        return tv_loss(image)
+
+
+class WeightedSum:
+    """sum_k weight_k * term_k: the objective, with each weighted term's value kept for progress."""
+
+    def __init__(self, terms: Sequence[tuple[LossTerm, float]]) -> None:
+        names = [term.name for term, _ in terms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each loss term at most once: {names}")
+        self.terms = list(terms)
+
+    def retarget(self, level: LevelImages) -> None:
+        for term, _ in self.terms:
+            term.retarget(level)
+
+    def __call__(self, features: Features, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total, {term name: weighted value})."""
+        values = {term.name: weight * term(features, image) for term, weight in self.terms}
+        parts = iter(values.values())
+        total = next(parts)
+        for value in parts:
+            total = total + value
+        return total, values
+
+
+def objective(params: StyleParams, style_count: int) -> WeightedSum:
+    """The objective `params` ask for: content, style (blending `style_count` images) and total variation."""
+    return WeightedSum([
+        (ContentLoss(params.content_layers, params.content_layer_weights), params.content_weight),
+        (StyleLoss(params.style_layers, params.style_layer_weights,
+                   blend=normalised(params.style_blend, style_count)), params.style_weight),
+        (TVLoss(), params.tv_weight),
+    ])

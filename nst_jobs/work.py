@@ -105,12 +105,10 @@ def warm_up(device: str = "auto") -> None:
     import torch
 
     from nst_core.device import resolve_placement
-    from nst_core.vgg import get_feature_extractor
+    from nst_core.vgg import extractor_for
 
     params = StyleParams(device=device)
-    placement = resolve_placement(params.device, params.precision)
-    layers = tuple(dict.fromkeys(params.content_layers + params.style_layers))
-    get_feature_extractor(params.weights, layers, params.pooling, str(placement.device), placement.channels_last)
+    extractor_for(params, resolve_placement(params.device, params.precision))
     x = torch.zeros(4, requires_grad=True)
     for optimizer in (torch.optim.LBFGS([x], max_iter=1), torch.optim.Adam([x])):
         def closure(optimizer: torch.optim.Optimizer = optimizer) -> torch.Tensor:

@@ -13,9 +13,10 @@ from PIL import Image
 from nst_core import JobCancelled, NotAnImageError, ParameterError, StyleParams, run_job
 from nst_core.color import rgb_to_yiq
 from nst_core.errors import ImageTooSmallError
+from nst_core.losses import STYLE_TARGETS
 from nst_core.metrics import content_distance as _content_distance
 from nst_core.metrics import style_distance as _style_distance
-from nst_core.optimize import STYLE_TARGETS, image_to_tensor
+from nst_core.optimize import image_to_tensor
 
 # 64-96 px and a few tens of iterations: each run takes one or two seconds on a 2-core CPU.
 SMALL = {"size": 96, "iterations": 40, "scales": 2, "device": "cpu", "seed": 1, "early_stop": 0.0}
