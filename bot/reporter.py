@@ -25,8 +25,8 @@ from PIL import Image
 from bot import render
 from bot.buttons import job_view
 from bot.records import Reply
+from nst_core.encoding import encode_to_fit, extension_for
 from nst_core.errors import NSTError
-from nst_core.images import encode_to_fit, extension_for
 from nst_jobs.models import Job, JobState, JobUpdate
 
 if TYPE_CHECKING:

@@ -27,8 +27,9 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from nst_core import __version__
+from nst_core.encoding import extension_for
 from nst_core.errors import ImageError, JobCancelled, NSTError
-from nst_core.images import extension_for, style_role
+from nst_core.images import style_role
 from nst_core.params import LAYER_NAMES, PRESETS, FieldSpec, StyleParams
 
 if TYPE_CHECKING:

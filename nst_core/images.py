@@ -1,7 +1,7 @@
-"""Safe decoding of untrusted images, and encoding of results to fit an upload limit.
+"""Safe decoding of untrusted images: the one place that turns a user's bytes into pixels.
 
-Every image the engine sees comes from a user: a Discord attachment, a file named on the command line. This module is
-the one place that turns those bytes into pixels, and it does so defensively:
+Every image the engine sees comes from a user: a Discord attachment, a file named on the command line. This module
+decodes them defensively:
 
 * the real format is sniffed from the bytes (a filename or a content type is never trusted), and only the formats in
   `ACCEPTED_FORMATS` are decoded; an image in another format is named in the error, so the user knows what to send;
@@ -11,12 +11,9 @@ the one place that turns those bytes into pixels, and it does so defensively:
 * the result is always a plain, fully loaded RGB image: EXIF orientation applied, first frame of an animation, alpha
   composited on white, 16-bit and float greyscale scaled (not clipped), no metadata left in `info`.
 
-On the way out, `encode_image` writes PNG, JPEG or WebP without any metadata (no EXIF, GPS, ICC profile or text
-chunks from the user's upload), and `encode_to_fit` picks the best encoding that fits a byte limit such as Discord's
-upload limit, downscaling only as a last resort.
+The way out (results encoded without metadata, fitted to an upload limit) is `nst_core.encoding`.
 
-Pillow only, no torch and no numpy: the bot process imports this to check attachments and to post results without
-loading the engine.
+Pillow only, no torch and no numpy: the bot process imports this to check attachments without loading the engine.
 
 Every error raised on purpose is an `nst_core.errors.ImageError` subclass whose message starts with
 "<role> image ..." and whose `role` attribute is the `role` argument, so a front end can show it as it is.
@@ -27,7 +24,6 @@ from __future__ import annotations
 import os
 import re
 import struct
-from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Final
 
@@ -47,16 +43,12 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
     "MIN_SIDE",
-    "EncodedImage",
     "check_declared_size",
-    "content_type_for",
     "decode_image",
-    "encode_image",
-    "encode_to_fit",
-    "extension_for",
     "human_bytes",
-    "normalise_format",
+    "limit_text",
     "style_role",
+    "to_rgb",
 ]
 
 DEFAULT_MAX_PIXELS: Final = 40_000_000  # 40 MP, well under Pillow's own ~89.5 MP warning
@@ -97,16 +89,6 @@ _WHITE: Final = (255, 255, 255)
 # 16-bit value -> 8-bit value, rounded; Pillow's own I;16 -> L conversion clips at 255 instead of scaling.
 _LUT_16_TO_8: Final = [(v + 128) // 257 for v in range(65536)]
 
-_CONTENT_TYPES: Final = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-_EXTENSIONS: Final = {"png": "png", "jpeg": "jpg", "webp": "webp"}
-
-# encode_to_fit's ladders: (format, quality) tried in order, best first.
-_JPEG_LADDER: Final = (("jpeg", 95), ("jpeg", 90), ("jpeg", 85), ("jpeg", 80))
-_WEBP_LADDER: Final = (("webp", 90), ("webp", 80))
-_DOWNSCALE_QUALITIES: Final = (90, 85, 80)
-_DOWNSCALE_STEP: Final = 0.75
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Formatting helpers
 
@@ -126,7 +108,7 @@ def human_bytes(n: int) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _limit_bytes(n: int) -> str:
+def limit_text(n: int) -> str:
     """A byte limit for people: like `human_bytes` but a round limit reads '50 MB', not '50.0 MB'."""
     text = human_bytes(n)
     return text.replace(".0 ", " ", 1)
@@ -198,7 +180,7 @@ def decode_image(
         try:
             img.load()  # the first frame of an animation only
             oriented = _exif_transpose(img)
-            rgb = _to_rgb(oriented)
+            rgb = to_rgb(oriented)
         except _DECODE_ERRORS:
             raise _corrupt_error(role) from None
 
@@ -252,7 +234,7 @@ def _read_source(source: bytes | str | os.PathLike[str], *, role: str, max_bytes
 
 def _file_too_large(size: int, max_bytes: int, role: str) -> FileTooLargeError:
     return FileTooLargeError(
-        f"{_subject(role)} is {human_bytes(size)}; the limit is {_limit_bytes(max_bytes)}",
+        f"{_subject(role)} is {human_bytes(size)}; the limit is {limit_text(max_bytes)}",
         role=role,
     )
 
@@ -304,7 +286,7 @@ def _exif_transpose(img: Image.Image) -> Image.Image:
         return img
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     """Any Pillow mode to RGB: alpha and transparency composited on white, 16-bit/float greyscale scaled to 8 bits."""
     mode = img.mode
     if mode == "RGB" and not img.has_transparency_data:
@@ -321,136 +303,3 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return img.convert("RGB")  # 1, L, P, CMYK, YCbCr, ...
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Encoding
-
-
-@dataclass(frozen=True)
-class EncodedImage:
-    """An encoded result, ready to upload: the bytes and what was done to make them fit."""
-
-    data: bytes = field(repr=False)
-    format: str  # "png", "jpeg" or "webp"
-    width: int
-    height: int
-    quality: int | None  # None for PNG
-    downscaled: bool  # True if pixels were reduced to fit
-    note: str  # what was done, for people: "PNG (1.2 MB)", "re-encoded as JPEG quality 90 (3.1 MB) to fit 8 MB"
-
-    @property
-    def content_type(self) -> str:
-        """The MIME type: 'image/png', 'image/jpeg' or 'image/webp'."""
-        return content_type_for(self.format)
-
-    @property
-    def extension(self) -> str:
-        """The file extension, without the dot: 'png', 'jpg' or 'webp'."""
-        return extension_for(self.format)
-
-
-def content_type_for(fmt: str) -> str:
-    """MIME type of an output format ('png', 'jpeg'/'jpg', 'webp')."""
-    return _CONTENT_TYPES[normalise_format(fmt)]
-
-
-def extension_for(fmt: str) -> str:
-    """File extension, without the dot, of an output format: 'png', 'jpg' or 'webp'."""
-    return _EXTENSIONS[normalise_format(fmt)]
-
-
-def normalise_format(fmt: str) -> str:
-    """'png', 'jpeg' or 'webp' for a format name in any case ('jpg' accepted); ValueError for anything else."""
-    name = fmt.strip().lower()
-    if name == "jpg":
-        name = "jpeg"
-    if name not in _CONTENT_TYPES:
-        raise ValueError(f"unsupported output format {fmt!r}; use png, jpeg or webp")
-    return name
-
-
-def _clean_rgb(image: Image.Image) -> Image.Image:
-    """A fresh RGB image holding only the pixels: no info, EXIF, ICC profile or text chunks can follow it."""
-    rgb = image if image.mode == "RGB" and not image.has_transparency_data else _to_rgb(image)
-    fresh = Image.new("RGB", rgb.size)
-    fresh.paste(rgb)
-    return fresh
-
-
-def _encode_clean(clean: Image.Image, fmt: str, quality: int) -> bytes:
-    buf = BytesIO()
-    if fmt == "png":
-        clean.save(buf, "PNG", optimize=False, compress_level=6)
-    elif fmt == "jpeg":
-        clean.save(buf, "JPEG", quality=quality, subsampling="4:2:0", optimize=True)
-    else:
-        clean.save(buf, "WEBP", quality=quality, method=4)
-    return buf.getvalue()
-
-
-def encode_image(image: Image.Image, fmt: str = "png", *, quality: int = 92) -> bytes:
-    """Encode `image` as PNG, JPEG (or 'jpg') or WebP, case-insensitive, with no metadata at all.
-
-    The image is converted to RGB first (alpha composited on white). `quality` (1-100) is used by JPEG and WebP.
-    Raises ValueError for another format or a quality out of range.
-    """
-    name = normalise_format(fmt)
-    if not 1 <= quality <= 100:
-        raise ValueError(f"quality={quality!r} is not allowed; use 1 to 100")
-    return _encode_clean(_clean_rgb(image), name, quality)
-
-
-def encode_to_fit(image: Image.Image, max_bytes: int, *, prefer: str = "png", min_side: int = 64) -> EncodedImage:
-    """Encode `image` in at most `max_bytes`, losing as little as possible.
-
-    Tries `prefer` first (PNG by default, lossless), then JPEG at quality 95, 90, 85, 80, then WebP at 90, 80 (WebP
-    first when `prefer` is webp); the first that fits wins. If none does, the image is downscaled by 0.75 at a time
-    (LANCZOS, from the original) and JPEG (or WebP) 90, 85, 80 tried again, until the short side would drop below
-    `min_side`: then ImageTooLargeError (role 'result') is raised.
-    """
-    if max_bytes < 1:
-        raise ValueError(f"max_bytes={max_bytes!r} is not allowed; use a positive number of bytes")
-    if min_side < 1:
-        raise ValueError(f"min_side={min_side!r} is not allowed; use at least 1")
-    preferred = normalise_format(prefer)
-    limit = _limit_bytes(max_bytes)
-    clean = _clean_rgb(image)
-    width, height = clean.size
-
-    if preferred == "webp":
-        ladder = (*_WEBP_LADDER, *_JPEG_LADDER)
-    else:
-        ladder = (*_JPEG_LADDER, *_WEBP_LADDER)
-        if preferred == "png":
-            ladder = (("png", 0), *ladder)
-
-    first = True
-    for fmt, quality in ladder:
-        data = _encode_clean(clean, fmt, quality)
-        if len(data) <= max_bytes:
-            described = _describe(fmt, quality, len(data))
-            note = described if first else f"re-encoded as {described} to fit {limit}"
-            return EncodedImage(data, fmt, width, height, None if fmt == "png" else quality, False, note)
-        first = False
-
-    lossy = "webp" if preferred == "webp" else "jpeg"
-    scale = 1.0
-    while True:
-        scale *= _DOWNSCALE_STEP
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        if min(size) < min_side:
-            break
-        small = clean.resize(size, Image.Resampling.LANCZOS)
-        for quality in _DOWNSCALE_QUALITIES:
-            data = _encode_clean(small, lossy, quality)
-            if len(data) <= max_bytes:
-                note = f"downscaled to {size[0]}x{size[1]} and re-encoded as {_describe(lossy, quality, len(data))} "
-                return EncodedImage(data, lossy, size[0], size[1], quality, True, note + f"to fit {limit}")
-    raise ImageTooLargeError(f"result cannot be encoded under {limit}", role="result")
-
-
-def _describe(fmt: str, quality: int, size: int) -> str:
-    if fmt == "png":
-        return f"PNG ({human_bytes(size)})"
-    return f"{'JPEG' if fmt == 'jpeg' else 'WebP'} quality {quality} ({human_bytes(size)})"

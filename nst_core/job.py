@@ -16,16 +16,9 @@ from collections.abc import Sequence
 import torch
 
 from nst_core.device import is_out_of_memory, resolve_placement
+from nst_core.encoding import EncodedImage, encode_image, encode_to_fit, normalise_format
 from nst_core.errors import NSTError, ParameterError
-from nst_core.images import (
-    DEFAULT_MAX_PIXELS,
-    EncodedImage,
-    decode_image,
-    encode_image,
-    encode_to_fit,
-    normalise_format,
-    style_role,
-)
+from nst_core.images import DEFAULT_MAX_PIXELS, decode_image, style_role
 from nst_core.optimize import stylize
 from nst_core.params import StyleParams, check_content_shape
 from nst_core.progress import CancelCheck, EventKind, ProgressCallback, ProgressEvent

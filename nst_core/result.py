@@ -10,7 +10,7 @@ import base64
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nst_core.images import content_type_for
+from nst_core.encoding import content_type_for
 
 __all__ = ["JobResult"]
 

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
-from nst_core.images import extension_for
+from nst_core.encoding import extension_for
 from nst_core.progress import ProgressEvent
 from nst_core.result import JobResult
 from nst_jobs.backend import Backend

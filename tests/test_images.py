@@ -1,4 +1,4 @@
-"""Tests for nst_core.images: decoding untrusted uploads and encoding results to fit an upload limit.
+"""Tests for nst_core.images and nst_core.encoding: decoding untrusted uploads, encoding results to fit a limit.
 
 Every image is made here with Pillow (tiny, 8-256 px), so the tests need no data files and no network.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, PngImagePlugin
 
+from nst_core.encoding import EncodedImage, encode_image, encode_to_fit
 from nst_core.errors import (
     CorruptImageError,
     FileTooLargeError,
@@ -25,16 +26,7 @@ from nst_core.errors import (
     NotAnImageError,
     UnsupportedFormatError,
 )
-from nst_core.images import (
-    ACCEPTED_FORMATS,
-    DEFAULT_MAX_PIXELS,
-    MIN_SIDE,
-    EncodedImage,
-    decode_image,
-    encode_image,
-    encode_to_fit,
-    human_bytes,
-)
+from nst_core.images import ACCEPTED_FORMATS, DEFAULT_MAX_PIXELS, MIN_SIDE, decode_image, human_bytes
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)
