@@ -168,8 +168,7 @@ class StyleBot(commands.Bot):
             await cancel_job(self, interaction, job_id)
             return
         try:
-            job = await self.queue.get(job_id)
-            content, styles = self.queue.store.read_inputs(job)
+            inputs = await self.queue.inputs(job_id)
         except NSTError as exc:
             await self.starter.refuse(interaction, str(exc), f"button {action}")
             return
@@ -178,9 +177,9 @@ class StyleBot(commands.Bot):
             await self.starter.refuse(interaction, f"the images of job {job_id} were deleted (they are kept "
                                       f"{hours:g} hours); run /stylize again", f"button {action}")
             return
-        used = dict(job.params)
-        if job.result and job.result.get("params"):
-            used["seed"] = job.result["params"].get("seed")  # keep the look, change only what the button says
+        used = dict(inputs.params)
+        if inputs.seed is not None:
+            used["seed"] = inputs.seed  # keep the look, change only what the button says
         try:
             params = StyleParams.from_dict(used)
             if action == "reroll":
@@ -194,11 +193,11 @@ class StyleBot(commands.Bot):
             return
         # the server's limits may have been lowered since that job ran
         params, notes = apply_limits(params, await self.starter.limits_for(interaction.guild_id),
-                                     origin=f"job {job.id}'s")
-        summary = f"{change} of `{job.id}`"
+                                     origin=f"job {inputs.job_id}'s")
+        summary = f"{change} of `{inputs.job_id}`"
         await self.starter.start(
-            interaction, params=params, content=ImageSource(data=content, name="content"),
-            styles=[ImageSource(data=s, name=style_role(i, len(styles))) for i, s in enumerate(styles)],
+            interaction, params=params, content=ImageSource(data=inputs.content, name="content"),
+            styles=[ImageSource(data=s, name=style_role(i, len(inputs.styles))) for i, s in enumerate(inputs.styles)],
             summary=summary, notes=notes, origin=f"button {action}")
 
 
