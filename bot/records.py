@@ -2,7 +2,8 @@
 
 - replies: where each job's updates go (the interaction webhook token and message, or the channel message it moved
   to once the token ran out), so a restarted bot keeps editing the same message and delivers exactly once;
-- guild settings set with `/nst-admin settings`, saved styles (`/style save`; the image files live beside the db);
+- guild settings set with `/nst-admin settings`, saved styles (`/style save`; the image files live beside the db),
+  keyed by `style_key(name)`: every read and write of a saved style goes through that one normalisation;
 - a tally of finished jobs for `/nst-admin stats` (the job table itself is purged after the retention period);
 - small key/values (the hash of the last synced command set).
 The job table (`nst_jobs.store`) stays the system of record for jobs; nothing here duplicates it.
@@ -21,7 +22,7 @@ import aiosqlite
 
 from nst_jobs.store import connect_sqlite
 
-__all__ = ["BotStore", "GuildSettings", "JobTally", "Reply", "SavedStyle"]
+__all__ = ["BotStore", "GuildSettings", "JobTally", "Reply", "SavedStyle", "style_key"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS replies (
@@ -92,6 +93,12 @@ class GuildSettings:
     max_iterations: int | None = None
     per_user_cap: int | None = None
     channels: tuple[int, ...] = ()
+
+
+def style_key(name: str) -> str:
+    """A saved style's name as it is stored and looked up: lower case, single spaces, no spaces around it
+    ("  Starry   NIGHT " -> "starry night"); how it is typed does not matter."""
+    return " ".join(name.split()).lower()
 
 
 @dataclass(frozen=True)
@@ -166,6 +173,7 @@ class BotStore:
     # -- saved styles --------------------------------------------------------------------------------------------------
     async def save_style(self, guild_id: int, name: str, image: bytes, created_by: int) -> SavedStyle:
         """Store (or replace) the style `name` of a guild; the image goes to a file named by its hash."""
+        name = style_key(name)
         folder = self.styles_dir / str(guild_id)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / (hashlib.sha256(image).hexdigest()[:32] + ".img")
@@ -183,7 +191,7 @@ class BotStore:
 
     async def style(self, guild_id: int, name: str) -> SavedStyle | None:
         rows = list(await self.db.execute_fetchall(
-            "SELECT * FROM saved_styles WHERE guild_id = ? AND name = ?", (guild_id, name)))
+            "SELECT * FROM saved_styles WHERE guild_id = ? AND name = ?", (guild_id, style_key(name))))
         return self._style(rows[0]) if rows else None
 
     async def styles(self, guild_id: int) -> list[SavedStyle]:
@@ -195,7 +203,7 @@ class BotStore:
         old = await self.style(guild_id, name)
         if old is None:
             return False
-        await self._write("DELETE FROM saved_styles WHERE guild_id = ? AND name = ?", (guild_id, name))
+        await self._write("DELETE FROM saved_styles WHERE guild_id = ? AND name = ?", (guild_id, old.name))
         await self._drop_file_if_unused(old)
         return True
 

@@ -16,6 +16,7 @@ from discord.ext import commands
 
 from bot.cogs.checks import require_manage_guild
 from bot.cogs.stylize import saved_style_choices
+from bot.records import style_key
 from bot.starter import ImageSource
 from nst_core.errors import NSTError
 
@@ -27,9 +28,9 @@ log = logging.getLogger(__name__)
 NAME_MAX = 40
 
 
-def normalise_name(name: str) -> str:
-    """Saved style names are compared in lower case, single spaces, at most NAME_MAX characters."""
-    cleaned = " ".join(name.split()).lower()
+def checked_name(name: str) -> str:
+    """The key a new style is saved under (`style_key`), refused when empty or longer than NAME_MAX."""
+    cleaned = style_key(name)
     if not cleaned:
         raise ValueError("give the style a name")
     if len(cleaned) > NAME_MAX:
@@ -51,7 +52,7 @@ class StylesCog(commands.GroupCog, group_name="style", group_description="Styles
         starter = self.bot.starter
         guild_id = interaction.guild_id or 0
         try:
-            key = normalise_name(name)
+            key = checked_name(name)
         except ValueError as exc:
             await starter.refuse(interaction, str(exc), "/style save")
             return
@@ -94,7 +95,7 @@ class StylesCog(commands.GroupCog, group_name="style", group_description="Styles
     async def delete(self, interaction: discord.Interaction[Any], name: str) -> None:
         if not await require_manage_guild(interaction, "Deleting a style"):
             return
-        key = " ".join(name.split()).lower()
+        key = style_key(name)
         if await self.bot.store.delete_style(interaction.guild_id or 0, key):
             log.info("guild %s: style %r deleted by %s", interaction.guild_id, key, interaction.user.id)
             await interaction.response.send_message(f"Deleted style “{key}”.", ephemeral=True)

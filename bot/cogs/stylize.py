@@ -23,6 +23,7 @@ from bot.options import (
     option_help,
     option_range,
 )
+from bot.records import style_key
 from bot.starter import ImageSource, UserFacingError
 from nst_core.errors import NSTError
 
@@ -46,7 +47,7 @@ async def saved_style_choices(bot: StyleBot, guild_id: int | None, typed: str) -
     if guild_id is None:
         return []
     styles = await bot.store.styles(guild_id)
-    typed = typed.lower().strip()
+    typed = style_key(typed)
     return [app_commands.Choice(name=s.name, value=s.name) for s in styles if typed in s.name][:25]
 
 
@@ -105,7 +106,7 @@ class StylizeCog(commands.Cog):
             return
         summary = describe_params(params, options.preset or self.bot.config.limits.default_preset)
         if saved_style and style is None:
-            summary += f" · style “{saved_style}”"
+            summary += f" · style “{style_key(saved_style)}”"  # as saved, however it was typed
         await starter.start(interaction, params=params, content=ImageSource(attachment=content, name="content"),
                             styles=[style_source], summary=summary, notes=notes, origin="/stylize")
 
@@ -123,7 +124,7 @@ class StylizeCog(commands.Cog):
         if not saved_style:
             raise UserFacingError("attach a style image (the painting), or pick one of this server's saved styles "
                                   "in saved_style")
-        saved = await self.bot.store.style(interaction.guild_id or 0, saved_style.strip().lower())
+        saved = await self.bot.store.style(interaction.guild_id or 0, saved_style)
         if saved is None:
             raise UserFacingError(f"there is no saved style named “{saved_style}” on this server; /style list "
                                   "shows them")
