@@ -18,15 +18,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.apology import apologise
-from bot.buttons import JobButton
 from bot.config import BotConfig
 from bot.endpoints import apply_endpoints
 from bot.health import HealthServer
-from bot.options import apply_limits
 from bot.records import BotStore, Reply
 from bot.reporter import Reporter
-from bot.starter import ImageSource, JobStarter
+from bot.shared.buttons import JobButton
+from bot.shared.options import apply_limits
+from bot.shared.refusals import apologise, refuse
+from bot.shared.starter import ImageSource, JobStarter
 from bot.sync import sync_commands
 from nst_core.errors import NSTError
 from nst_core.images import style_role
@@ -170,11 +170,11 @@ class StyleBot(commands.Bot):
         try:
             inputs = await self.queue.inputs(job_id)
         except NSTError as exc:
-            await self.starter.refuse(interaction, str(exc), f"button {action}")
+            await refuse(interaction, str(exc), f"button {action}")
             return
         except OSError:
             hours = self.config.queue.retention_hours
-            await self.starter.refuse(interaction, f"the images of job {job_id} were deleted (they are kept "
+            await refuse(interaction, f"the images of job {job_id} were deleted (they are kept "
                                       f"{hours:g} hours); run /stylize again", f"button {action}")
             return
         used = dict(inputs.params)
@@ -189,7 +189,7 @@ class StyleBot(commands.Bot):
                 params = params.replace(style_weight=params.style_weight * STYLE_FACTORS[action])
                 change = f"{action} style (style {params.style_weight:g})"
         except NSTError as exc:
-            await self.starter.refuse(interaction, str(exc), f"button {action}")
+            await refuse(interaction, str(exc), f"button {action}")
             return
         # the server's limits may have been lowered since that job ran
         params, notes = apply_limits(params, await self.starter.limits_for(interaction.guild_id),

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import discord
 from PIL import Image
 
-from bot import render
-from bot.buttons import job_view
 from bot.records import Reply
+from bot.shared import render
+from bot.shared.buttons import job_view
 from nst_core.errors import NSTError
 from nst_core.images import encode_to_fit, extension_for
 from nst_jobs.models import Job, JobState, JobUpdate

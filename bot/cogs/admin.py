@@ -18,9 +18,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.checks import require_manage_guild
 from bot.records import GuildSettings
-from bot.render import duration
+from bot.shared.refusals import refuse, require_manage_guild
+from bot.shared.render import duration
 
 if TYPE_CHECKING:
     from bot.app import StyleBot
@@ -71,7 +71,7 @@ class AdminCog(commands.GroupCog, group_name="nst-admin", group_description="Sty
         if max_size is not None and 0 < max_size < 64:
             problems.append(f"max_size={max_size} is too small; at least 64 px")
         if problems:
-            await self.bot.starter.refuse(interaction, "; ".join(problems), "/nst-admin settings")
+            await refuse(interaction, "; ".join(problems), "/nst-admin settings")
             return
         channels = list(current.channels)
         if all_channels:

@@ -9,7 +9,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.render import progress_bar
+from bot.shared.refusals import refuse
+from bot.shared.render import progress_bar
 from nst_core.progress import ProgressEvent
 from nst_jobs.errors import QueueError
 from nst_jobs.models import JobState
@@ -74,14 +75,14 @@ async def cancel_job(bot: StyleBot, interaction: discord.Interaction[Any], job_i
     if job_id is None:
         mine = await bot.queue.jobs(JobState.QUEUED, JobState.RUNNING, requester=user_id)
         if not mine:
-            await bot.starter.refuse(interaction, "you have no jobs waiting or running", "/cancel")
+            await refuse(interaction, "you have no jobs waiting or running", "/cancel")
             return
         job_id = mine[-1].id
     privileged = bool(interaction.permissions.manage_messages)
     try:
         job = await bot.queue.cancel(job_id.strip(), by=user_id, privileged=privileged)
     except QueueError as exc:
-        await bot.starter.refuse(interaction, str(exc), "cancel")
+        await refuse(interaction, str(exc), "cancel")
         return
     log.info("job %s: cancelled by user %s%s", job.id, user_id, " (moderator)" if job.requester != user_id else "")
     text = (f"Cancelled job `{job.id}`." if job.state == JobState.CANCELLED

@@ -14,10 +14,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.checks import require_manage_guild
-from bot.cogs.stylize import saved_style_choices
 from bot.records import style_key
-from bot.starter import ImageSource
+from bot.shared.options import saved_style_choices
+from bot.shared.refusals import refuse, require_manage_guild
+from bot.shared.starter import ImageSource
 from nst_core.errors import NSTError
 
 if TYPE_CHECKING:
@@ -54,24 +54,24 @@ class StylesCog(commands.GroupCog, group_name="style", group_description="Styles
         try:
             key = checked_name(name)
         except ValueError as exc:
-            await starter.refuse(interaction, str(exc), "/style save")
+            await refuse(interaction, str(exc), "/style save")
             return
         existing = await self.bot.store.styles(guild_id)
         if len(existing) >= self.bot.config.limits.max_saved_styles and key not in {s.name for s in existing}:
-            await starter.refuse(interaction, f"this server has {len(existing)} saved styles, the most allowed; "
+            await refuse(interaction, f"this server has {len(existing)} saved styles, the most allowed; "
                                  "delete one first", "/style save")
             return
         source = ImageSource(attachment=image, name="style")
         try:
             starter.check_metadata(source)
         except NSTError as exc:
-            await starter.refuse(interaction, str(exc), "/style save")
+            await refuse(interaction, str(exc), "/style save")
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             checked = await starter.load(source)
         except NSTError as exc:
-            await starter.refuse(interaction, str(exc), "/style save")
+            await refuse(interaction, str(exc), "/style save")
             return
         await self.bot.store.save_style(guild_id, key, checked.data, interaction.user.id)
         log.info("guild %s: style %r saved by %s", guild_id, key, interaction.user.id)
@@ -100,9 +100,9 @@ class StylesCog(commands.GroupCog, group_name="style", group_description="Styles
             log.info("guild %s: style %r deleted by %s", interaction.guild_id, key, interaction.user.id)
             await interaction.response.send_message(f"Deleted style “{key}”.", ephemeral=True)
         else:
-            await self.bot.starter.refuse(interaction, f"there is no saved style named “{key}”", "/style delete")
+            await refuse(interaction, f"there is no saved style named “{key}”", "/style delete")
 
     @delete.autocomplete("name")
     async def _name_autocomplete(self, interaction: discord.Interaction[Any],
                                  current: str) -> list[app_commands.Choice[str]]:
-        return await saved_style_choices(self.bot, interaction.guild_id, current)
+        return await saved_style_choices(self.bot.store, interaction.guild_id, current)

@@ -13,8 +13,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.apology import apologise
-from bot.options import (
+from bot.records import style_key
+from bot.shared.options import (
     COLOR_CHOICES,
     PRESET_CHOICES,
     StylizeOptions,
@@ -22,9 +22,10 @@ from bot.options import (
     describe_params,
     option_help,
     option_range,
+    saved_style_choices,
 )
-from bot.records import style_key
-from bot.starter import ImageSource, UserFacingError
+from bot.shared.refusals import UserFacingError, apologise, refuse
+from bot.shared.starter import ImageSource
 from nst_core.errors import NSTError
 
 if TYPE_CHECKING:
@@ -41,14 +42,6 @@ SeedOption = option_range("seed", int)
 
 PICKER_TIMEOUT_S = 300.0
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
-
-
-async def saved_style_choices(bot: StyleBot, guild_id: int | None, typed: str) -> list[app_commands.Choice[str]]:
-    if guild_id is None:
-        return []
-    styles = await bot.store.styles(guild_id)
-    typed = style_key(typed)
-    return [app_commands.Choice(name=s.name, value=s.name) for s in styles if typed in s.name][:25]
 
 
 class StylizeCog(commands.Cog):
@@ -102,7 +95,7 @@ class StylizeCog(commands.Cog):
             params, notes = build_params(options, await starter.limits_for(interaction.guild_id))
             style_source = await self._style_source(interaction, style, saved_style)
         except NSTError as exc:
-            await starter.refuse(interaction, str(exc), "/stylize")
+            await refuse(interaction, str(exc), "/stylize")
             return
         summary = describe_params(params, options.preset or self.bot.config.limits.default_preset)
         if saved_style and style is None:
@@ -113,7 +106,7 @@ class StylizeCog(commands.Cog):
     @stylize.autocomplete("saved_style")
     async def _saved_style_autocomplete(self, interaction: discord.Interaction[Any],
                                         current: str) -> list[app_commands.Choice[str]]:
-        return await saved_style_choices(self.bot, interaction.guild_id, current)
+        return await saved_style_choices(self.bot.store, interaction.guild_id, current)
 
     async def _style_source(self, interaction: discord.Interaction[Any], style: discord.Attachment | None,
                             saved_style: str | None) -> ImageSource:
@@ -137,15 +130,14 @@ class StylizeCog(commands.Cog):
 
     # -- the message menu ------------------------------------------------------------------------------------------
     async def stylize_message(self, interaction: discord.Interaction[Any], message: discord.Message) -> None:
-        starter = self.bot.starter
         image = next((a for a in message.attachments if _looks_like_image(a)), None)
         if image is None:
-            await starter.refuse(interaction, "that message has no image attached (PNG, JPEG, WebP, GIF, BMP or "
+            await refuse(interaction, "that message has no image attached (PNG, JPEG, WebP, GIF, BMP or "
                                  "TIFF)", "menu")
             return
         styles = await self.bot.store.styles(interaction.guild_id or 0)
         if not styles:
-            await starter.refuse(interaction, "this server has no saved styles yet; someone with Manage Server can "
+            await refuse(interaction, "this server has no saved styles yet; someone with Manage Server can "
                                  "add one with /style save", "menu")
             return
         view = StylePicker(self, image, [s.name for s in styles[:25]], interaction)
@@ -159,7 +151,7 @@ class StylizeCog(commands.Cog):
             params, notes = build_params(StylizeOptions(), await starter.limits_for(interaction.guild_id))
             source = await self._style_source(interaction, None, style_name)
         except NSTError as exc:
-            await starter.refuse(interaction, str(exc), "menu")
+            await refuse(interaction, str(exc), "menu")
             return
         summary = describe_params(params, self.bot.config.limits.default_preset) + f" · style “{style_name}”"
         await starter.start(interaction, params=params, content=ImageSource(attachment=image, name="content"),

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.apology import apologise
+from bot.shared.refusals import apologise
 
 if TYPE_CHECKING:
     from bot.app import StyleBot
