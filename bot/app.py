@@ -1,8 +1,9 @@
 """The bot itself: one `commands.Bot` subclass that owns the queue, its own store and the HTTP session.
 
 `setup_hook` (after login, before the gateway connects) opens the bot's store and the job queue, loads one cog per
-feature, registers the result buttons (`DynamicItem`s, so old replies keep working), syncs the commands only if they
-changed, starts the health endpoint, and picks up every job whose reply was not finished before a restart.
+feature (the `results` cog registers the reply buttons: `DynamicItem`s, so old replies keep working), syncs the
+commands only if they changed, starts the health endpoint, and picks up every job whose reply was not finished
+before a restart.
 """
 
 from __future__ import annotations
@@ -23,23 +24,15 @@ from bot.endpoints import apply_endpoints
 from bot.health import HealthServer
 from bot.records import BotStore, Reply
 from bot.reporter import Reporter
-from bot.shared.buttons import JobButton
-from bot.shared.options import apply_limits
-from bot.shared.refusals import apologise, refuse
-from bot.shared.starter import ImageSource, JobStarter
+from bot.shared.refusals import apologise
+from bot.shared.starter import JobStarter
 from bot.sync import sync_commands
-from nst_core.errors import NSTError
-from nst_core.images import style_role
-from nst_core.params import StyleParams
 from nst_jobs.models import JobState
 from nst_jobs.queue import JobQueue
 
 __all__ = ["StyleBot", "create_bot"]
 
 log = logging.getLogger(__name__)
-
-#: What the result buttons change: style weight multipliers, or a fresh seed.
-STYLE_FACTORS = {"more": 2.0, "less": 0.5}
 
 
 class StyleTree(app_commands.CommandTree["StyleBot"]):
@@ -81,13 +74,14 @@ class StyleBot(commands.Bot):
     async def setup_hook(self) -> None:
         from bot.cogs.admin import AdminCog
         from bot.cogs.jobs import JobsCog
+        from bot.cogs.results import ResultsCog
         from bot.cogs.styles import StylesCog
         from bot.cogs.stylize import StylizeCog
 
         data_dir = self.config.queue.data_dir
         self.store = await BotStore.open(data_dir)
         self._opened.append("store")
-        for cog in (StylizeCog(self), StylesCog(self), JobsCog(self), AdminCog(self)):
+        for cog in (StylizeCog(self), StylesCog(self), JobsCog(self), ResultsCog(self), AdminCog(self)):
             await self.add_cog(cog)
         if not self.serve:
             return
@@ -96,7 +90,6 @@ class StyleBot(commands.Bot):
         self._opened.append("queue")
         self.http_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
         self._opened.append("session")
-        self.add_dynamic_items(JobButton)
         if self.config.discord.sync_commands != "never":
             await sync_commands(self, force=self.config.discord.sync_commands == "always")
         if self.config.health.port:
@@ -159,46 +152,6 @@ class StyleBot(commands.Bot):
         task = asyncio.create_task(Reporter(self, reply).run(), name=f"nst-reply-{reply.job_id}")
         self.reporters[reply.job_id] = task
         task.add_done_callback(lambda _t, job_id=reply.job_id: self.reporters.pop(job_id, None))
-
-    async def on_job_button(self, interaction: discord.Interaction[Any], action: str, job_id: str) -> None:
-        """A result button: cancel, or start a follow-up job from the same images."""
-        from bot.cogs.jobs import cancel_job
-
-        if action == "cancel":
-            await cancel_job(self, interaction, job_id)
-            return
-        try:
-            inputs = await self.queue.inputs(job_id)
-        except NSTError as exc:
-            await refuse(interaction, str(exc), f"button {action}")
-            return
-        except OSError:
-            hours = self.config.queue.retention_hours
-            await refuse(interaction, f"the images of job {job_id} were deleted (they are kept "
-                                      f"{hours:g} hours); run /stylize again", f"button {action}")
-            return
-        used = dict(inputs.params)
-        if inputs.seed is not None:
-            used["seed"] = inputs.seed  # keep the look, change only what the button says
-        try:
-            params = StyleParams.from_dict(used)
-            if action == "reroll":
-                params = params.replace(seed=None)
-                change = "re-roll (new seed)"
-            else:
-                params = params.replace(style_weight=params.style_weight * STYLE_FACTORS[action])
-                change = f"{action} style (style {params.style_weight:g})"
-        except NSTError as exc:
-            await refuse(interaction, str(exc), f"button {action}")
-            return
-        # the server's limits may have been lowered since that job ran
-        params, notes = apply_limits(params, await self.starter.limits_for(interaction.guild_id),
-                                     origin=f"job {inputs.job_id}'s")
-        summary = f"{change} of `{inputs.job_id}`"
-        await self.starter.start(
-            interaction, params=params, content=ImageSource(data=inputs.content, name="content"),
-            styles=[ImageSource(data=s, name=style_role(i, len(inputs.styles))) for i, s in enumerate(inputs.styles)],
-            summary=summary, notes=notes, origin=f"button {action}")
 
 
 def create_bot(config: BotConfig, **client_options: Any) -> StyleBot:
