@@ -1,9 +1,9 @@
 """The bot itself: one `commands.Bot` subclass that owns the queue, its own store and the HTTP session.
 
-`setup_hook` (after login, before the gateway connects) opens the bot's store and the job queue, loads one cog per
-feature (the `results` cog registers the reply buttons: `DynamicItem`s, so old replies keep working), syncs the
-commands only if they changed, starts the health endpoint, and picks up every job whose reply was not finished
-before a restart.
+`setup_hook` (after login, before the gateway connects) opens the bot's store, loads one extension per feature
+(`initial_extensions`, as in discord.py's author's own bot: the `results` cog registers the reply buttons there),
+opens the job queue and the HTTP session, syncs the commands only if they changed, starts the health endpoint, and
+picks up every job whose reply was not finished before a restart. `follow` keeps one job's reply current.
 """
 
 from __future__ import annotations
@@ -30,9 +30,18 @@ from bot.sync import sync_commands
 from nst_jobs.models import JobState
 from nst_jobs.queue import JobQueue
 
-__all__ = ["StyleBot", "create_bot"]
+__all__ = ["StyleBot", "create_bot", "initial_extensions", "run_bot"]
 
 log = logging.getLogger(__name__)
+
+#: One cog per feature, each a module ending in `async def setup(bot)`; a new command is one new file named here.
+initial_extensions = (
+    "bot.cogs.stylize",  # /stylize and the "Stylize this image" message menu
+    "bot.cogs.styles",  # /style save, list, delete
+    "bot.cogs.jobs",  # /queue, /cancel
+    "bot.cogs.results",  # the buttons under a reply: cancel, re-roll, more / less style
+    "bot.cogs.admin",  # /nst-admin settings, stats
+)
 
 
 class StyleTree(app_commands.CommandTree["StyleBot"]):
@@ -72,17 +81,11 @@ class StyleBot(commands.Bot):
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
     async def setup_hook(self) -> None:
-        from bot.cogs.admin import AdminCog
-        from bot.cogs.jobs import JobsCog
-        from bot.cogs.results import ResultsCog
-        from bot.cogs.styles import StylesCog
-        from bot.cogs.stylize import StylizeCog
-
         data_dir = self.config.queue.data_dir
         self.store = await BotStore.open(data_dir)
         self._opened.append("store")
-        for cog in (StylizeCog(self), StylesCog(self), JobsCog(self), ResultsCog(self), AdminCog(self)):
-            await self.add_cog(cog)
+        for extension in initial_extensions:
+            await self.load_extension(extension)
         if not self.serve:
             return
         self.queue = JobQueue(self.config.queue)

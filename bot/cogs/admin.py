@@ -118,3 +118,7 @@ class AdminCog(commands.GroupCog, group_name="nst-admin", group_description="Sty
                  f"Median run time: {median}", "Jobs per day (UTC):"]
         lines += [f"• {day}: {count}" for day, count in sorted(per_day.items())]
         await interaction.response.send_message("\n".join(lines)[:2000], ephemeral=True)
+
+
+async def setup(bot: StyleBot) -> None:
+    await bot.add_cog(AdminCog(bot))

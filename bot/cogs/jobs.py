@@ -65,3 +65,7 @@ def _percent(progress: dict[str, Any] | None) -> str:
         return ""
     fraction = ProgressEvent.from_dict(progress).fraction
     return f" `{progress_bar(fraction, 10)}` {round(fraction * 100)}%"
+
+
+async def setup(bot: StyleBot) -> None:
+    await bot.add_cog(JobsCog(bot))

@@ -106,3 +106,7 @@ class StylesCog(commands.GroupCog, group_name="style", group_description="Styles
     async def _name_autocomplete(self, interaction: discord.Interaction[Any],
                                  current: str) -> list[app_commands.Choice[str]]:
         return await saved_style_choices(self.bot.store, interaction.guild_id, current)
+
+
+async def setup(bot: StyleBot) -> None:
+    await bot.add_cog(StylesCog(bot))

@@ -201,3 +201,7 @@ class StylePicker(discord.ui.View):
                                                      view=None)
         except discord.HTTPException as exc:
             log.debug("could not expire the style picker (%s)", exc.code)
+
+
+async def setup(bot: StyleBot) -> None:
+    await bot.add_cog(StylizeCog(bot))
