@@ -20,6 +20,7 @@ from typing import Any
 
 import aiosqlite
 
+from nst_jobs.models import JobState
 from nst_jobs.store import connect_sqlite
 
 __all__ = ["BotStore", "GuildSettings", "JobTally", "Reply", "SavedStyle", "style_key"]
@@ -112,7 +113,7 @@ class SavedStyle:
 
 @dataclass(frozen=True)
 class JobTally:
-    state: str
+    state: JobState
     created_at: float
     finished_at: float
     run_seconds: float | None
@@ -218,16 +219,17 @@ class BotStore:
             style.path.unlink(missing_ok=True)
 
     # -- stats ---------------------------------------------------------------------------------------------------------
-    async def tally(self, job_id: str, guild_id: int | None, user_id: int, state: str, created_at: float,
+    async def tally(self, job_id: str, guild_id: int | None, user_id: int, state: JobState, created_at: float,
                     finished_at: float, run_seconds: float | None) -> None:
         await self._write("INSERT OR REPLACE INTO job_tally VALUES (?,?,?,?,?,?,?)",
-                          (job_id, guild_id, user_id, state, created_at, finished_at, run_seconds))
+                          (job_id, guild_id, user_id, state.value, created_at, finished_at, run_seconds))
 
     async def tallies(self, guild_id: int, since: float) -> list[JobTally]:
         rows = await self.db.execute_fetchall(
             "SELECT state, created_at, finished_at, run_seconds FROM job_tally WHERE guild_id = ? AND finished_at >= ?"
             " ORDER BY finished_at", (guild_id, since))
-        return [JobTally(row["state"], row["created_at"], row["finished_at"], row["run_seconds"]) for row in rows]
+        return [JobTally(JobState(row["state"]), row["created_at"], row["finished_at"], row["run_seconds"])
+                for row in rows]
 
     # -- key/values ----------------------------------------------------------------------------------------------------
     async def get_value(self, key: str) -> str | None:

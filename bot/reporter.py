@@ -230,7 +230,7 @@ class Reporter:
             await self.bot.store.forget_reply(job.id)
             return
         run = job.finished_at - job.started_at if job.finished_at and job.started_at else None
-        await self.bot.store.tally(job.id, self.reply.guild_id, self.reply.user_id, job.state.value, job.created_at,
+        await self.bot.store.tally(job.id, self.reply.guild_id, self.reply.user_id, job.state, job.created_at,
                                    job.finished_at or time.time(), run)
         summary = self._summary(job)
         if job.state == JobState.DONE:
