@@ -1,7 +1,7 @@
 """/stylize and the "Stylize this image" message menu: turn what the member picked into a job.
 
-The option ranges come from the engine's parameter model (`bot.options`); `typing.Optional[...]` is used on purpose
-below, because discord.py's Range annotations are objects, which the `X | None` syntax does not accept.
+The option ranges come from the engine's parameter model (`bot.shared.options`); `typing.Optional[...]` is used on
+purpose below, because discord.py's Range annotations are objects, which the `X | None` syntax does not accept.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 - `options`: the /stylize options from the engine's parameter model, checked against the server's limits;
 - `attachments`: an attachment's metadata checked, downloaded from the CDN under a byte cap, decoded safely;
-- `starter`: the one way a job starts (checks, defer, download, submit, follow the reply);
+- `starter`: the one way a job starts (checks, defer, download, submit, follow the reply); `cancel`: the one way
+  it is cancelled;
 - `refusals`: how a "no" or an unexpected error reaches the member;
 - `render`: the words and bars of a job's reply;
 - `buttons`: the buttons under a reply (the `results` cog handles their clicks).
