@@ -1,8 +1,9 @@
 """The bot itself: one `commands.Bot` subclass that owns the queue, its own store and the HTTP session.
 
-`setup_hook` (after login, before the gateway connects) opens the bot's store and the job queue, loads one cog per
-feature, registers the result buttons (`DynamicItem`s, so old replies keep working), syncs the commands only if they
-changed, starts the health endpoint, and picks up every job whose reply was not finished before a restart.
+`setup_hook` (after login, before the gateway connects) opens the bot's store, loads one extension per feature
+(`initial_extensions`, as in discord.py's author's own bot: the `results` cog registers the reply buttons there),
+opens the job queue and the HTTP session, syncs the commands only if they changed, starts the health endpoint, and
+picks up every job whose reply was not finished before a restart. `follow` keeps one job's reply current.
 """
 
 from __future__ import annotations
@@ -18,28 +19,29 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.apology import apologise
-from bot.buttons import JobButton
 from bot.config import BotConfig
 from bot.endpoints import apply_endpoints
 from bot.health import HealthServer
-from bot.options import apply_limits
 from bot.records import BotStore, Reply
 from bot.reporter import Reporter
-from bot.starter import ImageSource, JobStarter
+from bot.shared.refusals import apologise
+from bot.shared.starter import JobStarter
 from bot.sync import sync_commands
-from nst_core.errors import NSTError
-from nst_core.images import style_role
-from nst_core.params import StyleParams
 from nst_jobs.models import JobState
 from nst_jobs.queue import JobQueue
 
-__all__ = ["StyleBot", "create_bot"]
+__all__ = ["StyleBot", "create_bot", "initial_extensions", "run_bot"]
 
 log = logging.getLogger(__name__)
 
-#: What the result buttons change: style weight multipliers, or a fresh seed.
-STYLE_FACTORS = {"more": 2.0, "less": 0.5}
+#: One cog per feature, each a module ending in `async def setup(bot)`; a new command is one new file named here.
+initial_extensions = (
+    "bot.cogs.stylize",  # /stylize and the "Stylize this image" message menu
+    "bot.cogs.styles",  # /style save, list, delete
+    "bot.cogs.jobs",  # /queue, /cancel
+    "bot.cogs.results",  # the buttons under a reply: cancel, re-roll, more / less style
+    "bot.cogs.admin",  # /nst-admin settings, stats
+)
 
 
 class StyleTree(app_commands.CommandTree["StyleBot"]):
@@ -79,16 +81,11 @@ class StyleBot(commands.Bot):
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
     async def setup_hook(self) -> None:
-        from bot.cogs.admin import AdminCog
-        from bot.cogs.jobs import JobsCog
-        from bot.cogs.styles import StylesCog
-        from bot.cogs.stylize import StylizeCog
-
         data_dir = self.config.queue.data_dir
         self.store = await BotStore.open(data_dir)
         self._opened.append("store")
-        for cog in (StylizeCog(self), StylesCog(self), JobsCog(self), AdminCog(self)):
-            await self.add_cog(cog)
+        for extension in initial_extensions:
+            await self.load_extension(extension)
         if not self.serve:
             return
         self.queue = JobQueue(self.config.queue)
@@ -96,7 +93,6 @@ class StyleBot(commands.Bot):
         self._opened.append("queue")
         self.http_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
         self._opened.append("session")
-        self.add_dynamic_items(JobButton)
         if self.config.discord.sync_commands != "never":
             await sync_commands(self, force=self.config.discord.sync_commands == "always")
         if self.config.health.port:
@@ -159,47 +155,6 @@ class StyleBot(commands.Bot):
         task = asyncio.create_task(Reporter(self, reply).run(), name=f"nst-reply-{reply.job_id}")
         self.reporters[reply.job_id] = task
         task.add_done_callback(lambda _t, job_id=reply.job_id: self.reporters.pop(job_id, None))
-
-    async def on_job_button(self, interaction: discord.Interaction[Any], action: str, job_id: str) -> None:
-        """A result button: cancel, or start a follow-up job from the same images."""
-        from bot.cogs.jobs import cancel_job
-
-        if action == "cancel":
-            await cancel_job(self, interaction, job_id)
-            return
-        try:
-            job = await self.queue.get(job_id)
-            content, styles = self.queue.store.read_inputs(job)
-        except NSTError as exc:
-            await self.starter.refuse(interaction, str(exc), f"button {action}")
-            return
-        except OSError:
-            hours = self.config.queue.retention_hours
-            await self.starter.refuse(interaction, f"the images of job {job_id} were deleted (they are kept "
-                                      f"{hours:g} hours); run /stylize again", f"button {action}")
-            return
-        used = dict(job.params)
-        if job.result and job.result.get("params"):
-            used["seed"] = job.result["params"].get("seed")  # keep the look, change only what the button says
-        try:
-            params = StyleParams.from_dict(used)
-            if action == "reroll":
-                params = params.replace(seed=None)
-                change = "re-roll (new seed)"
-            else:
-                params = params.replace(style_weight=params.style_weight * STYLE_FACTORS[action])
-                change = f"{action} style (style {params.style_weight:g})"
-        except NSTError as exc:
-            await self.starter.refuse(interaction, str(exc), f"button {action}")
-            return
-        # the server's limits may have been lowered since that job ran
-        params, notes = apply_limits(params, await self.starter.limits_for(interaction.guild_id),
-                                     origin=f"job {job.id}'s")
-        summary = f"{change} of `{job.id}`"
-        await self.starter.start(
-            interaction, params=params, content=ImageSource(data=content, name="content"),
-            styles=[ImageSource(data=s, name=style_role(i, len(styles))) for i, s in enumerate(styles)],
-            summary=summary, notes=notes, origin=f"button {action}")
 
 
 def create_bot(config: BotConfig, **client_options: Any) -> StyleBot:

@@ -2,7 +2,8 @@
 
 - replies: where each job's updates go (the interaction webhook token and message, or the channel message it moved
   to once the token ran out), so a restarted bot keeps editing the same message and delivers exactly once;
-- guild settings set with `/nst-admin settings`, saved styles (`/style save`; the image files live beside the db);
+- guild settings set with `/nst-admin settings`, saved styles (`/style save`; the image files live beside the db),
+  keyed by `style_key(name)`: every read and write of a saved style goes through that one normalisation;
 - a tally of finished jobs for `/nst-admin stats` (the job table itself is purged after the retention period);
 - small key/values (the hash of the last synced command set).
 The job table (`nst_jobs.store`) stays the system of record for jobs; nothing here duplicates it.
@@ -19,9 +20,10 @@ from typing import Any
 
 import aiosqlite
 
+from nst_jobs.models import JobState
 from nst_jobs.store import connect_sqlite
 
-__all__ = ["BotStore", "GuildSettings", "JobTally", "Reply", "SavedStyle"]
+__all__ = ["BotStore", "GuildSettings", "JobTally", "Reply", "SavedStyle", "style_key"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS replies (
@@ -94,6 +96,12 @@ class GuildSettings:
     channels: tuple[int, ...] = ()
 
 
+def style_key(name: str) -> str:
+    """A saved style's name as it is stored and looked up: lower case, single spaces, no spaces around it
+    ("  Starry   NIGHT " -> "starry night"); how it is typed does not matter."""
+    return " ".join(name.split()).lower()
+
+
 @dataclass(frozen=True)
 class SavedStyle:
     guild_id: int
@@ -105,7 +113,7 @@ class SavedStyle:
 
 @dataclass(frozen=True)
 class JobTally:
-    state: str
+    state: JobState
     created_at: float
     finished_at: float
     run_seconds: float | None
@@ -166,6 +174,7 @@ class BotStore:
     # -- saved styles --------------------------------------------------------------------------------------------------
     async def save_style(self, guild_id: int, name: str, image: bytes, created_by: int) -> SavedStyle:
         """Store (or replace) the style `name` of a guild; the image goes to a file named by its hash."""
+        name = style_key(name)
         folder = self.styles_dir / str(guild_id)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / (hashlib.sha256(image).hexdigest()[:32] + ".img")
@@ -183,7 +192,7 @@ class BotStore:
 
     async def style(self, guild_id: int, name: str) -> SavedStyle | None:
         rows = list(await self.db.execute_fetchall(
-            "SELECT * FROM saved_styles WHERE guild_id = ? AND name = ?", (guild_id, name)))
+            "SELECT * FROM saved_styles WHERE guild_id = ? AND name = ?", (guild_id, style_key(name))))
         return self._style(rows[0]) if rows else None
 
     async def styles(self, guild_id: int) -> list[SavedStyle]:
@@ -195,7 +204,7 @@ class BotStore:
         old = await self.style(guild_id, name)
         if old is None:
             return False
-        await self._write("DELETE FROM saved_styles WHERE guild_id = ? AND name = ?", (guild_id, name))
+        await self._write("DELETE FROM saved_styles WHERE guild_id = ? AND name = ?", (guild_id, old.name))
         await self._drop_file_if_unused(old)
         return True
 
@@ -210,16 +219,17 @@ class BotStore:
             style.path.unlink(missing_ok=True)
 
     # -- stats ---------------------------------------------------------------------------------------------------------
-    async def tally(self, job_id: str, guild_id: int | None, user_id: int, state: str, created_at: float,
+    async def tally(self, job_id: str, guild_id: int | None, user_id: int, state: JobState, created_at: float,
                     finished_at: float, run_seconds: float | None) -> None:
         await self._write("INSERT OR REPLACE INTO job_tally VALUES (?,?,?,?,?,?,?)",
-                          (job_id, guild_id, user_id, state, created_at, finished_at, run_seconds))
+                          (job_id, guild_id, user_id, state.value, created_at, finished_at, run_seconds))
 
     async def tallies(self, guild_id: int, since: float) -> list[JobTally]:
         rows = await self.db.execute_fetchall(
             "SELECT state, created_at, finished_at, run_seconds FROM job_tally WHERE guild_id = ? AND finished_at >= ?"
             " ORDER BY finished_at", (guild_id, since))
-        return [JobTally(row["state"], row["created_at"], row["finished_at"], row["run_seconds"]) for row in rows]
+        return [JobTally(JobState(row["state"]), row["created_at"], row["finished_at"], row["run_seconds"])
+                for row in rows]
 
     # -- key/values ----------------------------------------------------------------------------------------------------
     async def get_value(self, key: str) -> str | None:

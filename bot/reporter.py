@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import discord
 from PIL import Image
 
-from bot import render
-from bot.buttons import job_view
 from bot.records import Reply
+from bot.shared import render
+from bot.shared.buttons import job_view
 from nst_core.encoding import encode_to_fit, extension_for
 from nst_core.errors import NSTError
 from nst_jobs.models import Job, JobState, JobUpdate
@@ -230,7 +230,7 @@ class Reporter:
             await self.bot.store.forget_reply(job.id)
             return
         run = job.finished_at - job.started_at if job.finished_at and job.started_at else None
-        await self.bot.store.tally(job.id, self.reply.guild_id, self.reply.user_id, job.state.value, job.created_at,
+        await self.bot.store.tally(job.id, self.reply.guild_id, self.reply.user_id, job.state, job.created_at,
                                    job.finished_at or time.time(), run)
         summary = self._summary(job)
         if job.state == JobState.DONE:

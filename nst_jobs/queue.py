@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from nst_core.encoding import extension_for
@@ -30,7 +31,7 @@ from nst_jobs.models import Job, JobRequest, JobState, JobUpdate
 from nst_jobs.store import JobStore
 from nst_jobs.work import WorkPayload
 
-__all__ = ["JobQueue", "make_backend"]
+__all__ = ["JobInputs", "JobQueue", "make_backend"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,17 @@ PROGRESS_SAVE_INTERVAL = 2.0
 #: How often expired leases are looked for, and old jobs purged.
 REAPER_INTERVAL = 1.0
 PURGE_INTERVAL = 3600.0
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    """What a job was given, read back so a front end can start a follow-up job from the same images."""
+
+    job_id: str
+    params: dict[str, Any]  # as submitted (`StyleParams.to_dict()`)
+    seed: int | None  # the seed the finished run used (it draws one when params has none); None before that
+    content: bytes
+    styles: tuple[bytes, ...]
 
 
 def make_backend(config: QueueConfig) -> Backend:
@@ -143,6 +155,17 @@ class JobQueue:
 
     async def get(self, job_id: str) -> Job:
         return await self.store.get(job_id)
+
+    async def inputs(self, job: str | Job) -> JobInputs:
+        """The stored inputs of a job (a job id or the job itself). Raises JobNotFoundError for an unknown id and
+        OSError when its files are gone (the retention purge removed them)."""
+        if isinstance(job, str):
+            job = await self.store.get(job)
+        content, styles = await asyncio.to_thread(self.store.read_inputs, job)
+        ran = (job.result or {}).get("params") or {}
+        seed = ran.get("seed")
+        return JobInputs(job_id=job.id, params=dict(job.params), seed=int(seed) if seed is not None else None,
+                         content=content, styles=styles)
 
     async def jobs(self, *states: JobState, requester: str | None = None) -> list[Job]:
         return await self.store.list(*states, requester=requester)

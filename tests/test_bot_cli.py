@@ -163,8 +163,8 @@ async def test_nst_bot_sync_registers_the_commands_and_exits(tmp_path: Path) -> 
 
 def test_the_bot_process_never_loads_torch() -> None:
     """Torch (and CUDA) live only in the workers: the bot validates, decodes and delivers without it."""
-    code = ("import sys, bot.cli, bot.app, bot.cogs.stylize, bot.cogs.styles, bot.cogs.jobs, bot.cogs.admin, "
-            "bot.reporter, bot.starter, nst_jobs.queue, nst_jobs.local; "
+    code = ("import sys, bot.cli, bot.app, bot.cogs.stylize, bot.cogs.styles, bot.cogs.jobs, bot.cogs.results, "
+            "bot.cogs.admin, bot.reporter, bot.shared.starter, nst_jobs.queue, nst_jobs.local; "
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -79,6 +79,21 @@ async def test_saved_style_save_list_use_and_context_menu(bot_env_factory, conte
     assert "no saved styles yet" in await env.ephemeral_text(menu)
 
 
+async def test_a_saved_style_is_found_however_its_name_is_typed(bot_env_factory, content_bytes, style_bytes) -> None:
+    """Spaces and case do not matter in a saved style's name: saving, picking, completing and deleting agree."""
+    env: BotEnv = await bot_env_factory()
+    saved = await save_style(env, "Starry Night", style_bytes)
+    assert "Saved style “starry night”" in await followup_text(env, saved)
+    typed = await env.fake.send_autocomplete("stylize", [
+        {"name": "content", "type": 11, "value": "0"},
+        {"name": "saved_style", "type": 3, "value": "STARRY  n", "focused": True}])
+    choices = (await env.fake.wait_for_response(typed))["data"]["choices"]
+    assert choices == [{"name": "starry night", "value": "starry night"}]
+    payload = await env.stylize(env.attachment(content_bytes), None, saved_style=" Starry  NIGHT ", **TINY)
+    final = await env.wait_final(payload)
+    assert "✅ Done" in final["content"] and "style “starry night”" in final["content"]
+
+
 async def test_queue_and_cancel_commands(bot_env_factory, content_bytes, style_bytes) -> None:
     env: BotEnv = await bot_env_factory()
     empty = await env.fake.send_interaction("queue")

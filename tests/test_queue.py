@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 from PIL import Image
 
 from nst_core import StyleParams
-from nst_jobs import JobFinishedError, JobRequest, JobState, NotAllowedError, QueueConfig
+from nst_jobs import JobFinishedError, JobNotFoundError, JobRequest, JobState, NotAllowedError, QueueConfig
 from nst_jobs.queue import JobQueue
 
 QUICK = StyleParams(size=64, iterations=6, scales=1, device="cpu", seed=1)
@@ -122,6 +123,23 @@ async def test_a_bad_image_fails_once_with_a_message_for_the_user(config, style_
         final = await _wait_finished(queue, job.id)
         assert final.state == JobState.FAILED and final.attempts == 1
         assert final.failure.startswith("content image is not an image")
+
+
+@pytest.mark.asyncio
+async def test_inputs_reads_back_what_a_job_was_given_and_the_seed_it_drew(config, content_bytes, style_bytes):
+    async with JobQueue(config) as queue:
+        job = await queue.submit(_request("A", QUICK.replace(seed=None), content_bytes, style_bytes))
+        done = await _wait_finished(queue, job.id)
+        inputs = await queue.inputs(job.id)
+        assert inputs == await queue.inputs(done)  # by id or by the job itself
+        assert inputs.job_id == job.id and inputs.content == content_bytes and inputs.styles == (style_bytes,)
+        assert inputs.params == QUICK.replace(seed=None).to_dict()  # as submitted
+        assert inputs.seed is not None and inputs.seed == done.result["params"]["seed"]
+        with pytest.raises(JobNotFoundError):
+            await queue.inputs("0123456789abcdef")
+        shutil.rmtree(queue.store.job_dir(job.id))  # what the retention purge does
+        with pytest.raises(OSError):
+            await queue.inputs(job.id)
 
 
 def _db_state(data_dir: Path) -> list[tuple[str, str, int, str | None]]:

@@ -18,9 +18,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.checks import require_manage_guild
 from bot.records import GuildSettings
-from bot.render import duration
+from bot.shared.refusals import refuse, require_manage_guild
+from bot.shared.render import duration
+from nst_jobs.models import JobState
 
 if TYPE_CHECKING:
     from bot.app import StyleBot
@@ -71,7 +72,7 @@ class AdminCog(commands.GroupCog, group_name="nst-admin", group_description="Sty
         if max_size is not None and 0 < max_size < 64:
             problems.append(f"max_size={max_size} is too small; at least 64 px")
         if problems:
-            await self.bot.starter.refuse(interaction, "; ".join(problems), "/nst-admin settings")
+            await refuse(interaction, "; ".join(problems), "/nst-admin settings")
             return
         channels = list(current.channels)
         if all_channels:
@@ -111,10 +112,14 @@ class AdminCog(commands.GroupCog, group_name="nst-admin", group_description="Sty
             return
         per_day = Counter(dt.datetime.fromtimestamp(t.finished_at, dt.UTC).strftime("%Y-%m-%d") for t in tallies)
         states = Counter(t.state for t in tallies)
-        runs = [t.run_seconds for t in tallies if t.state == "done" and t.run_seconds is not None]
+        runs = [t.run_seconds for t in tallies if t.state == JobState.DONE and t.run_seconds is not None]
         median = f"{duration(statistics.median(runs))}" if runs else "n/a"
-        lines = [f"**Last {STATS_DAYS} days**: {len(tallies)} jobs · {states.get('done', 0)} done · "
-                 f"{states.get('failed', 0)} failed · {states.get('cancelled', 0)} cancelled",
+        lines = [f"**Last {STATS_DAYS} days**: {len(tallies)} jobs · {states[JobState.DONE]} done · "
+                 f"{states[JobState.FAILED]} failed · {states[JobState.CANCELLED]} cancelled",
                  f"Median run time: {median}", "Jobs per day (UTC):"]
         lines += [f"• {day}: {count}" for day, count in sorted(per_day.items())]
         await interaction.response.send_message("\n".join(lines)[:2000], ephemeral=True)
+
+
+async def setup(bot: StyleBot) -> None:
+    await bot.add_cog(AdminCog(bot))

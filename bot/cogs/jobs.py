@@ -9,9 +9,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.render import progress_bar
+from bot.shared.cancel import cancel_job
+from bot.shared.render import progress_bar
 from nst_core.progress import ProgressEvent
-from nst_jobs.errors import QueueError
 from nst_jobs.models import JobState
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class JobsCog(commands.Cog):
     @app_commands.command(name="cancel", description="Cancel one of your jobs (the latest if you name none)")
     @app_commands.describe(job="the job id shown in its reply (or pick from the list)")
     async def cancel(self, interaction: discord.Interaction[Any], job: str | None = None) -> None:
-        await cancel_job(self.bot, interaction, job)
+        await cancel_job(self.bot.queue, interaction, job)
 
     @cancel.autocomplete("job")
     async def _job_autocomplete(self, interaction: discord.Interaction[Any],
@@ -67,23 +67,5 @@ def _percent(progress: dict[str, Any] | None) -> str:
     return f" `{progress_bar(fraction, 10)}` {round(fraction * 100)}%"
 
 
-async def cancel_job(bot: StyleBot, interaction: discord.Interaction[Any], job_id: str | None) -> None:
-    """Cancel `job_id` (or the member's latest active job) for whoever clicked or typed; moderators (Manage
-    Messages) may cancel anyone's."""
-    user_id = str(interaction.user.id)
-    if job_id is None:
-        mine = await bot.queue.jobs(JobState.QUEUED, JobState.RUNNING, requester=user_id)
-        if not mine:
-            await bot.starter.refuse(interaction, "you have no jobs waiting or running", "/cancel")
-            return
-        job_id = mine[-1].id
-    privileged = bool(interaction.permissions.manage_messages)
-    try:
-        job = await bot.queue.cancel(job_id.strip(), by=user_id, privileged=privileged)
-    except QueueError as exc:
-        await bot.starter.refuse(interaction, str(exc), "cancel")
-        return
-    log.info("job %s: cancelled by user %s%s", job.id, user_id, " (moderator)" if job.requester != user_id else "")
-    text = (f"Cancelled job `{job.id}`." if job.state == JobState.CANCELLED
-            else f"Stopping job `{job.id}`; its reply will say when it has stopped.")
-    await interaction.response.send_message(text, ephemeral=True)
+async def setup(bot: StyleBot) -> None:
+    await bot.add_cog(JobsCog(bot))

@@ -14,9 +14,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.checks import require_manage_guild
-from bot.cogs.stylize import saved_style_choices
-from bot.starter import ImageSource
+from bot.records import style_key
+from bot.shared.options import saved_style_choices
+from bot.shared.refusals import refuse, require_manage_guild
+from bot.shared.starter import ImageSource
 from nst_core.errors import NSTError
 
 if TYPE_CHECKING:
@@ -27,9 +28,9 @@ log = logging.getLogger(__name__)
 NAME_MAX = 40
 
 
-def normalise_name(name: str) -> str:
-    """Saved style names are compared in lower case, single spaces, at most NAME_MAX characters."""
-    cleaned = " ".join(name.split()).lower()
+def checked_name(name: str) -> str:
+    """The key a new style is saved under (`style_key`), refused when empty or longer than NAME_MAX."""
+    cleaned = style_key(name)
     if not cleaned:
         raise ValueError("give the style a name")
     if len(cleaned) > NAME_MAX:
@@ -51,26 +52,26 @@ class StylesCog(commands.GroupCog, group_name="style", group_description="Styles
         starter = self.bot.starter
         guild_id = interaction.guild_id or 0
         try:
-            key = normalise_name(name)
+            key = checked_name(name)
         except ValueError as exc:
-            await starter.refuse(interaction, str(exc), "/style save")
+            await refuse(interaction, str(exc), "/style save")
             return
         existing = await self.bot.store.styles(guild_id)
         if len(existing) >= self.bot.config.limits.max_saved_styles and key not in {s.name for s in existing}:
-            await starter.refuse(interaction, f"this server has {len(existing)} saved styles, the most allowed; "
+            await refuse(interaction, f"this server has {len(existing)} saved styles, the most allowed; "
                                  "delete one first", "/style save")
             return
         source = ImageSource(attachment=image, name="style")
         try:
             starter.check_metadata(source)
         except NSTError as exc:
-            await starter.refuse(interaction, str(exc), "/style save")
+            await refuse(interaction, str(exc), "/style save")
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             checked = await starter.load(source)
         except NSTError as exc:
-            await starter.refuse(interaction, str(exc), "/style save")
+            await refuse(interaction, str(exc), "/style save")
             return
         await self.bot.store.save_style(guild_id, key, checked.data, interaction.user.id)
         log.info("guild %s: style %r saved by %s", guild_id, key, interaction.user.id)
@@ -94,14 +95,18 @@ class StylesCog(commands.GroupCog, group_name="style", group_description="Styles
     async def delete(self, interaction: discord.Interaction[Any], name: str) -> None:
         if not await require_manage_guild(interaction, "Deleting a style"):
             return
-        key = " ".join(name.split()).lower()
+        key = style_key(name)
         if await self.bot.store.delete_style(interaction.guild_id or 0, key):
             log.info("guild %s: style %r deleted by %s", interaction.guild_id, key, interaction.user.id)
             await interaction.response.send_message(f"Deleted style “{key}”.", ephemeral=True)
         else:
-            await self.bot.starter.refuse(interaction, f"there is no saved style named “{key}”", "/style delete")
+            await refuse(interaction, f"there is no saved style named “{key}”", "/style delete")
 
     @delete.autocomplete("name")
     async def _name_autocomplete(self, interaction: discord.Interaction[Any],
                                  current: str) -> list[app_commands.Choice[str]]:
-        return await saved_style_choices(self.bot, interaction.guild_id, current)
+        return await saved_style_choices(self.bot.store, interaction.guild_id, current)
+
+
+async def setup(bot: StyleBot) -> None:
+    await bot.add_cog(StylesCog(bot))

@@ -1,7 +1,7 @@
 """/stylize and the "Stylize this image" message menu: turn what the member picked into a job.
 
-The option ranges come from the engine's parameter model (`bot.options`); `typing.Optional[...]` is used on purpose
-below, because discord.py's Range annotations are objects, which the `X | None` syntax does not accept.
+The option ranges come from the engine's parameter model (`bot.shared.options`); `typing.Optional[...]` is used on
+purpose below, because discord.py's Range annotations are objects, which the `X | None` syntax does not accept.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.apology import apologise
-from bot.options import (
+from bot.records import style_key
+from bot.shared.options import (
     COLOR_CHOICES,
     PRESET_CHOICES,
     StylizeOptions,
@@ -22,8 +22,10 @@ from bot.options import (
     describe_params,
     option_help,
     option_range,
+    saved_style_choices,
 )
-from bot.starter import ImageSource, UserFacingError
+from bot.shared.refusals import UserFacingError, apologise, refuse
+from bot.shared.starter import ImageSource
 from nst_core.errors import NSTError
 
 if TYPE_CHECKING:
@@ -40,14 +42,6 @@ SeedOption = option_range("seed", int)
 
 PICKER_TIMEOUT_S = 300.0
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
-
-
-async def saved_style_choices(bot: StyleBot, guild_id: int | None, typed: str) -> list[app_commands.Choice[str]]:
-    if guild_id is None:
-        return []
-    styles = await bot.store.styles(guild_id)
-    typed = typed.lower().strip()
-    return [app_commands.Choice(name=s.name, value=s.name) for s in styles if typed in s.name][:25]
 
 
 class StylizeCog(commands.Cog):
@@ -101,18 +95,18 @@ class StylizeCog(commands.Cog):
             params, notes = build_params(options, await starter.limits_for(interaction.guild_id))
             style_source = await self._style_source(interaction, style, saved_style)
         except NSTError as exc:
-            await starter.refuse(interaction, str(exc), "/stylize")
+            await refuse(interaction, str(exc), "/stylize")
             return
         summary = describe_params(params, options.preset or self.bot.config.limits.default_preset)
         if saved_style and style is None:
-            summary += f" · style “{saved_style}”"
+            summary += f" · style “{style_key(saved_style)}”"  # as saved, however it was typed
         await starter.start(interaction, params=params, content=ImageSource(attachment=content, name="content"),
                             styles=[style_source], summary=summary, notes=notes, origin="/stylize")
 
     @stylize.autocomplete("saved_style")
     async def _saved_style_autocomplete(self, interaction: discord.Interaction[Any],
                                         current: str) -> list[app_commands.Choice[str]]:
-        return await saved_style_choices(self.bot, interaction.guild_id, current)
+        return await saved_style_choices(self.bot.store, interaction.guild_id, current)
 
     async def _style_source(self, interaction: discord.Interaction[Any], style: discord.Attachment | None,
                             saved_style: str | None) -> ImageSource:
@@ -123,7 +117,7 @@ class StylizeCog(commands.Cog):
         if not saved_style:
             raise UserFacingError("attach a style image (the painting), or pick one of this server's saved styles "
                                   "in saved_style")
-        saved = await self.bot.store.style(interaction.guild_id or 0, saved_style.strip().lower())
+        saved = await self.bot.store.style(interaction.guild_id or 0, saved_style)
         if saved is None:
             raise UserFacingError(f"there is no saved style named “{saved_style}” on this server; /style list "
                                   "shows them")
@@ -136,15 +130,14 @@ class StylizeCog(commands.Cog):
 
     # -- the message menu ------------------------------------------------------------------------------------------
     async def stylize_message(self, interaction: discord.Interaction[Any], message: discord.Message) -> None:
-        starter = self.bot.starter
         image = next((a for a in message.attachments if _looks_like_image(a)), None)
         if image is None:
-            await starter.refuse(interaction, "that message has no image attached (PNG, JPEG, WebP, GIF, BMP or "
+            await refuse(interaction, "that message has no image attached (PNG, JPEG, WebP, GIF, BMP or "
                                  "TIFF)", "menu")
             return
         styles = await self.bot.store.styles(interaction.guild_id or 0)
         if not styles:
-            await starter.refuse(interaction, "this server has no saved styles yet; someone with Manage Server can "
+            await refuse(interaction, "this server has no saved styles yet; someone with Manage Server can "
                                  "add one with /style save", "menu")
             return
         view = StylePicker(self, image, [s.name for s in styles[:25]], interaction)
@@ -158,7 +151,7 @@ class StylizeCog(commands.Cog):
             params, notes = build_params(StylizeOptions(), await starter.limits_for(interaction.guild_id))
             source = await self._style_source(interaction, None, style_name)
         except NSTError as exc:
-            await starter.refuse(interaction, str(exc), "menu")
+            await refuse(interaction, str(exc), "menu")
             return
         summary = describe_params(params, self.bot.config.limits.default_preset) + f" · style “{style_name}”"
         await starter.start(interaction, params=params, content=ImageSource(attachment=image, name="content"),
@@ -208,3 +201,7 @@ class StylePicker(discord.ui.View):
                                                      view=None)
         except discord.HTTPException as exc:
             log.debug("could not expire the style picker (%s)", exc.code)
+
+
+async def setup(bot: StyleBot) -> None:
+    await bot.add_cog(StylizeCog(bot))

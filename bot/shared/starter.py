@@ -17,9 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot.attachments import ImageLimits, InputImage, check_attachment_metadata, check_image_bytes, fetch_image
-from bot.options import Limits
 from bot.records import Reply
+from bot.shared.attachments import (
+    ImageLimits,
+    InputImage,
+    check_attachment_metadata,
+    check_image_bytes,
+    fetch_image,
+)
+from bot.shared.options import Limits
+from bot.shared.refusals import UserFacingError, refuse, refuse_after_defer
 from nst_core.errors import NSTError
 from nst_core.params import StyleParams, check_content_shape
 from nst_jobs.errors import QueueFullError
@@ -28,13 +35,9 @@ from nst_jobs.models import JobRequest, JobState
 if TYPE_CHECKING:
     from bot.app import StyleBot
 
-__all__ = ["ImageSource", "JobStarter", "UserFacingError"]
+__all__ = ["ImageSource", "JobStarter"]
 
 log = logging.getLogger(__name__)
-
-
-class UserFacingError(NSTError):
-    """A refusal whose message is shown to the member as it is."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ class JobStarter:
             params.check_styles(len(styles))
             await self.precheck(interaction, [content, *styles])
         except NSTError as exc:
-            await self.refuse(interaction, str(exc), origin)
+            await refuse(interaction, str(exc), origin)
             return
         deferred = await interaction.response.defer(thinking=True)
         message_id = getattr(deferred, "message_id", None) or (await interaction.original_response()).id
@@ -121,7 +124,7 @@ class JobStarter:
                 max_output_bytes=interaction.filesize_limit,
                 meta={"summary": summary, "notes": list(notes), "origin": origin}))
         except NSTError as exc:
-            await self.refuse_after_defer(interaction, str(exc), origin)
+            await refuse_after_defer(interaction, str(exc), origin)
             return
         self._last_start[user.id] = time.monotonic()
         reply = Reply(job_id=job.id, application_id=interaction.application_id, token=interaction.token,
@@ -141,32 +144,3 @@ class JobStarter:
                                      height=att.height, limits=self.image_limits)
         assert source.data is not None
         return await check_image_bytes(source.data, role=source.name, filename=source.name, limits=self.image_limits)
-
-    # -- refusals ------------------------------------------------------------------------------------------------------
-    async def refuse(self, interaction: discord.Interaction[Any], message: str, origin: str) -> None:
-        """Answer the interaction with an ephemeral error (before any deferral)."""
-        log.info("refused %s for user %s: %s", origin, interaction.user.id, message)
-        text = _sentence(message)
-        if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
-
-    async def refuse_after_defer(self, interaction: discord.Interaction[Any], message: str, origin: str) -> None:
-        """Replace the public "thinking" reply by an ephemeral error."""
-        log.info("refused %s for user %s after download: %s", origin, interaction.user.id, message)
-        try:
-            await interaction.delete_original_response()
-        except discord.HTTPException as exc:
-            log.warning("could not delete the deferred reply (%s %s)", exc.status, exc.code)
-        await interaction.followup.send(_sentence(message), ephemeral=True)
-
-
-def _sentence(message: str) -> str:
-    """'⚠️ Content image is ...': the engine's messages start in lower case, mid-sentence style. A message that
-    starts with a parameter name ('size=5000 is not allowed') keeps it as it is spelt."""
-    first = message.split(" ", 1)[0]
-    if first.isalpha():
-        message = message[:1].upper() + message[1:]
-    return "⚠️ " + message
-

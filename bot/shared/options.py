@@ -13,6 +13,7 @@ from typing import Any
 
 from discord import app_commands
 
+from bot.records import BotStore, style_key
 from nst_core.errors import ParameterError
 from nst_core.params import PRESETS, StyleParams, field_spec
 
@@ -25,6 +26,7 @@ __all__ = [
     "build_params",
     "describe_params",
     "option_range",
+    "saved_style_choices",
 ]
 
 
@@ -104,3 +106,12 @@ def describe_params(params: StyleParams | dict[str, Any], preset: str | None = N
     if data.get("preserve_colors") not in (None, "none"):
         parts.append(f"colours: {data['preserve_colors']}")
     return " · ".join(parts)
+
+
+async def saved_style_choices(store: BotStore, guild_id: int | None, typed: str) -> list[app_commands.Choice[str]]:
+    """What to offer while a member types a saved style's name: the server's styles whose name contains it."""
+    if guild_id is None:
+        return []
+    typed = style_key(typed)
+    styles = await store.styles(guild_id)
+    return [app_commands.Choice(name=s.name, value=s.name) for s in styles if typed in s.name][:25]
