@@ -33,6 +33,7 @@ from celery.signals import worker_process_init
 
 from nst_core.errors import JobCancelled, NSTError
 from nst_core.progress import CancelCheck
+from nst_jobs.config import DEFAULT_TIME_LIMIT, DEFAULT_VISIBILITY_TIMEOUT, CeleryLimits, check_time_limit
 from nst_jobs.work import WorkPayload, perform, warm_up
 
 __all__ = [
@@ -120,11 +121,10 @@ def _restore_interval(visibility_timeout: int) -> int:
     return max(1, min(60, visibility_timeout // 10))
 
 
-def make_celery(broker_url: str, *, time_limit: int = 1800, visibility_timeout: int = 3600) -> Celery:
+def make_celery(broker_url: str, *, time_limit: int = DEFAULT_TIME_LIMIT,
+                visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT) -> Celery:
     """A Celery app for `broker_url` (also the result backend) with the `nst.stylize` task registered."""
-    if time_limit >= visibility_timeout:
-        raise ValueError(f"time_limit ({time_limit} s) must be below visibility_timeout ({visibility_timeout} s), or "
-                         "a long job is handed to a second worker while it still runs")
+    check_time_limit(time_limit, visibility_timeout)
     app = Celery("nst", broker=broker_url, backend=broker_url, set_as_current=False)
     transport = {
         "visibility_timeout": visibility_timeout,
@@ -263,19 +263,11 @@ def _warm_up_worker_process(**_: Any) -> None:
     log.info("worker process ready on device %r (warm-up %.1f s)", device, time.perf_counter() - started)
 
 
-def _env_int(name: str, default: int) -> int:
-    text = os.environ.get(name)
-    if not text:
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{name}={text!r} is not a whole number of seconds") from None
+def _app_from_env() -> Celery:
+    limits = CeleryLimits.from_env()
+    return make_celery(os.environ.get("NST_BROKER_URL") or DEFAULT_BROKER_URL, time_limit=limits.time_limit,
+                       visibility_timeout=limits.visibility_timeout)
 
 
 #: The app `celery -A nst_jobs.celery_app worker` runs.
-app = make_celery(
-    os.environ.get("NST_BROKER_URL") or DEFAULT_BROKER_URL,
-    time_limit=_env_int("NST_TIME_LIMIT", 1800),
-    visibility_timeout=_env_int("NST_VISIBILITY_TIMEOUT", 3600),
-)
+app = _app_from_env()
