@@ -49,17 +49,19 @@ TIME_LIMIT = 11
 
 
 class Worker:
-    """One `celery -A nst_jobs.celery_app worker` process group (main process + one prefork child)."""
+    """One `celery -A nst_jobs.celery_app worker` process group (main process + one prefork child); `app` and `env`
+    run another app (the test-side stub) the same way."""
 
-    def __init__(self, name: str, broker: str, log: Path) -> None:
+    def __init__(self, name: str, broker: str, log: Path, *, app: str = "nst_jobs.celery_app",
+                 env: dict[str, str] | None = None) -> None:
         self.name = name
         self.log = log
         env = {**os.environ, "NST_BROKER_URL": broker, "NST_DEVICE": "cpu",
                "NST_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT), "NST_TIME_LIMIT": str(TIME_LIMIT),
-               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "nst_jobs.celery_app", "worker", "--pool", "prefork",
+                [sys.executable, "-m", "celery", "-A", app, "worker", "--pool", "prefork",
                  "--concurrency", "1", "-Q", "nst", "--prefetch-multiplier", "1", "-n", f"{name}@%h",
                  "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -442,6 +444,68 @@ def test_ctrl_c_on_nst_stylize_with_broker_cancels_the_job_on_the_worker(worker,
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert app.backend.get_task_meta(job_id)["result"] == {"status": "cancelled"}
+
+
+# ---- a worker process that dies (test-side stub worker: Celery records WorkerLostError) --------------------------
+
+
+@pytest.fixture(scope="module")
+def stub_broker(redis_url, tmp_path_factory):  # noqa: F811
+    """The broker URL of a running tests/celery_stub_worker.py worker (its own Redis database)."""
+    broker = redis_url.rsplit("/", 1)[0] + "/5"
+    redis.Redis.from_url(broker).flushdb()
+    pythonpath = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)
+    worker = Worker("stub", broker, tmp_path_factory.mktemp("stub") / "stub.log", app="celery_stub_worker",
+                    env={"STUB_BROKER_URL": broker, "PYTHONPATH": pythonpath})
+    try:
+        worker.wait_ready()
+        yield broker
+    finally:
+        worker.kill()
+
+
+def stub_runs(broker: str, job_id: str) -> int:
+    """How often the stub ran the job (its `runs_key`; not imported: a second app here would register the task)."""
+    return int(redis.Redis.from_url(broker).get(f"stub:runs:{job_id}") or 0)
+
+
+def test_celery_backend_reports_a_lost_worker_for_a_retry_and_a_second_dispatch_runs_again(stub_broker,
+                                                                                           tmp_path):
+    """The backend decodes a lost worker like the CLI (on_failed with retry=True: the queue runs it again), and
+    dispatching the same job id again really waits for the new run: the earlier FAILURE is not read as its end.
+    The stub holds every run until the test opens its gate (seed 3)."""
+    params = StyleParams(size=64, iterations=8, scales=1, device="cpu", seed=3).to_dict()
+    job = WorkPayload(job_id=uuid.uuid4().hex, params=params, content=CONTENT.read_bytes(),
+                      styles=(STARRY.read_bytes(),))
+    client = redis.Redis.from_url(stub_broker)
+
+    async def failures(count: int) -> None:
+        deadline = time.monotonic() + 60
+        while len(sink.of("failed", job.job_id)) < count:
+            assert time.monotonic() < deadline, sink.calls
+            await asyncio.sleep(0.05)
+
+    sink = RecordingSink()
+
+    async def scenario() -> None:
+        backend = CeleryBackend(config(stub_broker, tmp_path), poll_interval=0.1)
+        await backend.start(sink)
+        try:
+            await backend.dispatch(job)
+            client.incr(f"stub:gate:{job.job_id}")  # run 1 may go on (and die)
+            await failures(1)
+            await backend.dispatch(job)  # what the queue does for retry=True
+            await asyncio.sleep(1)  # ten polls while run 2 is held at its gate
+            assert len(sink.of("failed", job.job_id)) == 1, sink.calls
+            client.incr(f"stub:gate:{job.job_id}")
+            await failures(2)
+        finally:
+            await backend.close()
+        assert stub_runs(stub_broker, job.job_id) == 2
+        for reason, retry in sink.of("failed", job.job_id):
+            assert retry is True and reason.startswith("the worker running the job died (")
+
+    asyncio.run(scenario())
 
 
 # ---- a worker dies mid-job -----------------------------------------------------------------------------------------
