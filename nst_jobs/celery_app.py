@@ -60,6 +60,10 @@ DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 CANCEL_KEY_TTL = 24 * 3600
 #: The task looks at its cancel key at most this often (seconds).
 CANCEL_POLL_INTERVAL = 0.5
+#: Seconds a new worker process may take to start (it loads torch and the VGG weights before it reports "up"). Celery
+#: kills a process that is not up within `worker_proc_alive_timeout` (4 s by default) and starts another, which on a
+#: busy machine, or with a slow CUDA start, is killed again: after its first process the worker never runs a job.
+WORKER_START_TIMEOUT = 300.0
 #: A job keeps this many recent notices (scale changes, downsizing) in its PROGRESS meta, so a monitor polling less
 #: often than the task reports does not miss them.
 _NOTICES_KEPT = 8
@@ -145,6 +149,7 @@ def make_celery(broker_url: str, *, time_limit: int = DEFAULT_TIME_LIMIT,
         result_backend_transport_options={"visibility_timeout": visibility_timeout},
         task_time_limit=time_limit,
         worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_proc_alive_timeout=WORKER_START_TIMEOUT,
         broker_connection_retry_on_startup=True,
         task_default_queue=QUEUE,
         task_routes={TASK_NAME: {"queue": QUEUE}},

@@ -364,6 +364,14 @@ def test_a_job_still_running_after_the_grace_period_is_killed_and_not_run_again(
     assert not any(job_id.encode() in m for m in client.hvals("unacked"))
 
 
+def test_a_new_worker_process_has_time_to_warm_up(redis_url):  # noqa: F811
+    """After a hard revoke (or a crash) the worker starts a new process, which loads torch and the weights before it
+    reports up: Celery's default 4 s would kill it again and again on a busy machine (then the next test here, which
+    needs the restarted process, fails)."""
+    app = make_celery(redis_url)
+    assert app.conf.worker_proc_alive_timeout >= 120
+
+
 def test_adopt_reports_a_result_that_arrived_while_nobody_was_watching(worker, redis_url, tmp_path):  # noqa: F811
     app = make_celery(redis_url, time_limit=TIME_LIMIT, visibility_timeout=VISIBILITY_TIMEOUT)
     job = payload(64, 10)
