@@ -1,4 +1,4 @@
-"""`python -m nst_core`: the same as the `nst` command."""
+"""`python -m nst_core`: the `nst` command of the engine alone (local runs; `--broker` needs the installed `nst`)."""
 
 import sys
 

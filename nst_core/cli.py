@@ -9,6 +9,10 @@ already validates; the CLI only checks what is its own (file paths, the output e
     nst stylize photo.jpg painting.jpg -o out.png --broker redis://HOST:6379/0   (run on an nst-worker)
     nst info [--weights SPEC]
 
+The engine knows no job system: `--broker` runs the job through the `nst_core.remote.RemoteRunner` that the caller
+of `main` hands in (the installed `nst` command comes from the job system, which does), with the same checks,
+progress bar, Ctrl-C and output as a local run. Without one (`python -m nst_core`), `--broker` is refused.
+
 Torch is imported only inside the commands that need it, so `nst --help` and argument errors are instant.
 """
 
@@ -17,25 +21,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import platform
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from nst_core import __version__
+from nst_core.cli_progress import CancelFlag, ProgressBar
 from nst_core.encoding import extension_for
 from nst_core.errors import ImageError, JobCancelled, NSTError
 from nst_core.images import style_role
-from nst_core.params import LAYER_NAMES, PRESETS, FieldSpec, StyleParams
+from nst_core.layers import LAYER_NAMES
+from nst_core.params import PRESETS, FieldSpec, StyleParams
+from nst_core.remote import RemoteJob, RemoteJobFailed, RemoteRunner
 
 if TYPE_CHECKING:
-    from tqdm import tqdm
-
-    from nst_core.progress import ProgressEvent
     from nst_core.result import JobResult
 
 __all__ = ["OUTPUT_FORMATS", "CLIError", "build_params", "build_parser", "main", "output_format_for"]
@@ -64,6 +65,10 @@ EXIT_CANCELLED = 130
 
 class CLIError(NSTError):
     """A problem with the command line itself (a path, the output extension); shown like any NSTError."""
+
+
+#: A command: the parsed options and the RemoteRunner for --broker (None: there is none) -> the exit status.
+Handler = Callable[[argparse.Namespace, RemoteRunner | None], int]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -232,201 +237,6 @@ def _write(path: Path, data: bytes, what: str) -> None:
         raise CLIError(f"cannot write {what} '{path}': {exc.strerror or exc}") from None
 
 
-def _clock(seconds: float) -> str:
-    """0:12, 3:05, 1:02:03."""
-    total = max(0, round(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-class _Progress:
-    """Turns ProgressEvents into a tqdm bar on stderr, messages, and `--save-every` frames."""
-
-    # No {remaining}: tqdm's rate-based ETA is wrong for coarse-to-fine (later levels are slower); ours is in postfix.
-    BAR_FORMAT = "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
-
-    def __init__(self, total: int, *, quiet: bool, output: Path, save_every: int | None) -> None:
-        self.total = total
-        self.quiet = quiet
-        self.output = output
-        self.save_every = save_every
-        self.bar: tqdm[Any] | None = None
-        self.shown: set[str] = set()
-        self.frames = 0
-
-    def say(self, message: str) -> None:
-        if self.quiet:
-            return
-        from tqdm import tqdm
-
-        tqdm.write(message, file=sys.stderr)
-        self.shown.add(message)
-
-    def _ensure_bar(self) -> tqdm[Any] | None:
-        if self.bar is None and not self.quiet:
-            from tqdm import tqdm
-
-            # Created at the first event, so errors raised before any work (a bad image) print without a bar.
-            self.bar = tqdm(total=self.total, file=sys.stderr, unit="it", dynamic_ncols=True,
-                            bar_format=self.BAR_FORMAT)
-        return self.bar
-
-    def __call__(self, event: ProgressEvent) -> None:
-        bar = self._ensure_bar()
-        if event.kind == "iteration":
-            if bar is not None:
-                if event.total != bar.total:
-                    bar.total = event.total
-                parts = [f"scale {event.scale}/{event.scales} {event.width}x{event.height}"]
-                if "total" in event.losses:
-                    parts.append(f"loss {event.losses['total']:.4g}")
-                if event.eta is not None:
-                    parts.append(f"eta {_clock(event.eta)}")
-                bar.set_postfix_str(", ".join(parts), refresh=False)
-                bar.update(event.iteration - bar.n)  # redraws at most every 0.1 s
-            if self.save_every and event.iteration % self.save_every == 0 and event.preview is not None:
-                self._save_frame(event)
-        else:
-            if bar is not None and event.total != bar.total:
-                bar.total = event.total
-                bar.refresh()
-            if event.message:
-                self.say(event.message)
-
-    def _save_frame(self, event: ProgressEvent) -> None:
-        assert event.preview is not None
-        path = self.output.with_name(f"{self.output.stem}-{event.iteration:04d}.png")
-        if self.frames == 0:
-            self.say(f"saving every {self.save_every} iterations to {path.parent}/{self.output.stem}-NNNN.png")
-        image = event.preview(max(event.width, event.height))
-        try:
-            image.save(path, format="PNG")
-        except OSError as exc:
-            raise CLIError(f"cannot write frame '{path}': {exc.strerror or exc}") from None
-        self.frames += 1
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-class _CancelFlag:
-    """SIGINT (Ctrl-C) sets the flag the engine polls, so it stops cooperatively; a second Ctrl-C interrupts."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.previous: Any = None
-        self.installed = False
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __call__(self) -> bool:
-        return self.requested
-
-    def __enter__(self) -> _CancelFlag:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-            self.installed = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.installed:
-            signal.signal(signal.SIGINT, self.previous)
-            self.installed = False
-
-
-#: With --broker: seconds a Ctrl-C'd job gets to stop on the worker before it is killed.
-_BROKER_CANCEL_GRACE = 10.0
-#: With --broker: say so when no worker has taken the job after this many seconds.
-_BROKER_WAIT_NOTICE = 5.0
-
-
-def _run_on_broker(url: str, params: StyleParams, content: bytes, styles: list[bytes], *, output_format: str,
-                   max_output_bytes: int | None, progress: _Progress, cancel: _CancelFlag,
-                   paths: dict[str, str]) -> JobResult:
-    """Send the job to the Celery workers of `url` and wait for it, feeding `progress` from its PROGRESS events."""
-    import uuid
-
-    from nst_core.progress import ProgressEvent
-    from nst_core.result import JobResult
-    from nst_jobs.work import WorkPayload
-
-    try:
-        from kombu.exceptions import OperationalError
-        from redis import RedisError
-
-        from nst_jobs import celery_app as cq
-    except ImportError as exc:
-        raise CLIError(f"--broker needs Celery and redis ({exc}); install them with: pip install "
-                       "'nst-discord[scale]'") from None
-
-    cq.ping_broker(url)  # BrokerUnavailableError (an NSTError) names the URL without its password
-    app = cq.make_celery(url)
-    client = cq.redis_client(url)
-    payload = WorkPayload(job_id=uuid.uuid4().hex, params=params.to_dict(), content=content, styles=tuple(styles),
-                          output_format=output_format, max_output_bytes=max_output_bytes)
-    job_id = payload.job_id
-    run, seq, iteration = None, 0, 0
-    sent = time.monotonic()
-    cancel_sent: float | None = None
-    said_waiting = False
-    try:
-        app.tasks[cq.TASK_NAME].apply_async(args=[payload.to_dict()], task_id=job_id, queue=cq.QUEUE)
-        while True:
-            meta = app.backend.get_task_meta(job_id)
-            state, info = meta.get("status"), meta.get("result")
-            now = time.monotonic()
-            if cancel():  # Ctrl-C: the cancel key and a revoke; the worker stops within an iteration
-                if cancel_sent is None:
-                    cq.request_cancel(app, client, job_id)
-                    cancel_sent = now
-                if state == "PENDING":  # no worker has it: the key keeps it from ever running
-                    raise JobCancelled(iteration)
-                if now - cancel_sent > _BROKER_CANCEL_GRACE:
-                    app.control.revoke(job_id, terminate=True, signal="SIGKILL")
-                    raise JobCancelled(iteration)
-            if state == "PROGRESS" and isinstance(info, dict):
-                if info.get("run") != run:  # the first event, or the job started over on another worker
-                    run, seq = info.get("run"), 0
-                if info["seq"] > seq:
-                    for notice in info.get("notices") or []:
-                        if seq < notice["seq"] < info["seq"]:
-                            progress(ProgressEvent.from_dict(notice["event"]))
-                    event = ProgressEvent.from_dict(info["event"])
-                    progress(event)
-                    seq, iteration = info["seq"], event.iteration
-            elif state == "PENDING" and not said_waiting and now - sent > _BROKER_WAIT_NOTICE:
-                progress.say(f"waiting for a worker on {cq.redact_url(url)} (start one with nst-worker)")
-                said_waiting = True
-            elif state == "SUCCESS" and isinstance(info, dict):
-                if info.get("status") == "done":
-                    return JobResult.from_dict(info["result"])
-                if info.get("status") == "cancelled":
-                    if cancel_sent is not None:
-                        raise JobCancelled(iteration)
-                    raise CLIError(f"job {job_id} was cancelled on the worker")
-                raise CLIError(_name_path_text(str(info.get("reason") or "the job failed"), paths))
-            elif state == "FAILURE":
-                if type(info).__name__ == "TimeLimitExceeded":
-                    raise CLIError(f"job {job_id} ran past the worker's time limit and was stopped")
-                raise CLIError(f"the worker failed: {type(info).__name__}: {info}")
-            elif state == "REVOKED":
-                if cancel_sent is not None:
-                    raise JobCancelled(iteration)
-                raise CLIError(f"job {job_id} was cancelled on the worker")
-            time.sleep(0.2)
-    except (RedisError, OperationalError, OSError) as exc:
-        raise CLIError(f"lost the connection to the broker at {cq.redact_url(url)} ({exc})") from None
-    finally:
-        client.close()
-        app.close()
-
-
 def _name_path_text(message: str, paths: dict[str, str]) -> str:
     """`_name_path` for a worker's error message (only its text crosses the broker)."""
     for role in sorted(paths, key=len, reverse=True):
@@ -435,7 +245,7 @@ def _name_path_text(message: str, paths: dict[str, str]) -> str:
     return message
 
 
-def _cmd_stylize(args: argparse.Namespace) -> int:
+def _cmd_stylize(args: argparse.Namespace, remote: RemoteRunner | None) -> int:
     params = build_params(args)
     params.check_styles(len(args.styles))
     if args.max_bytes is not None and args.max_bytes < 1:
@@ -444,6 +254,9 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         raise CLIError(f"--save-every {args.save_every} is not allowed; give a positive number of iterations")
     if args.save_every is not None and args.broker:
         raise CLIError("--save-every needs the job to run here; it cannot be combined with --broker")
+    if args.broker and remote is None:
+        raise CLIError("--broker needs the job system, which `python -m nst_core` does not load: use the `nst` "
+                       "command (with Celery: pip install 'nst-discord[scale]')")
     output = Path(args.output)
     output_format = output_format_for(output)
     _check_output(output)
@@ -451,13 +264,13 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     content = _read_input(args.content, "content")
     styles = [_read_input(path, style_role(i, len(args.styles))) for i, path in enumerate(args.styles)]
 
-    progress = _Progress(params.iterations, quiet=args.quiet, output=output, save_every=args.save_every)
-    with _CancelFlag() as cancel:
+    progress = ProgressBar(params.iterations, quiet=args.quiet, output=output, save_every=args.save_every)
+    with CancelFlag() as cancel:
         try:
-            if args.broker:
-                result = _run_on_broker(args.broker, params, content, styles, output_format=output_format,
-                                        max_output_bytes=args.max_bytes, progress=progress, cancel=cancel,
-                                        paths=paths)
+            if args.broker and remote is not None:
+                job = RemoteJob(broker=args.broker, params=params, content=content, styles=tuple(styles),
+                                output_format=output_format, max_output_bytes=args.max_bytes)
+                result = remote(job, progress=progress, say=progress.say, should_cancel=cancel)
             else:
                 from nst_core.job import run_job  # torch: only now
 
@@ -465,6 +278,8 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
                                  output_format=output_format, max_output_bytes=args.max_bytes)
         except ImageError as exc:
             raise CLIError(_name_path(exc, paths)) from None
+        except RemoteJobFailed as exc:
+            raise CLIError(_name_path_text(str(exc), paths)) from None
         finally:
             progress.close()
         if cancel():
@@ -472,7 +287,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     return _write_result(result, output, output_format, progress)
 
 
-def _write_result(result: JobResult, output: Path, output_format: str, progress: _Progress) -> int:
+def _write_result(result: JobResult, output: Path, output_format: str, progress: ProgressBar) -> int:
     """Print the notes not shown yet, write the image and the one `wrote` line (local and --broker runs)."""
     for note in result.notes:
         if note not in progress.shown:
@@ -489,7 +304,7 @@ def _write_result(result: JobResult, output: Path, output_format: str, progress:
 # nst info
 
 
-def _cmd_info(args: argparse.Namespace) -> int:
+def _cmd_info(args: argparse.Namespace, remote: RemoteRunner | None) -> int:
     print(f"nst_core {__version__}")
     print(f"Python {platform.python_version()} ({sys.executable})")
     import torch
@@ -547,19 +362,20 @@ def _cmd_info(args: argparse.Namespace) -> int:
 # Entry point
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the `nst` command with `argv` (default: sys.argv[1:]) and return the exit status."""
+def main(argv: Sequence[str] | None = None, *, remote: RemoteRunner | None = None) -> int:
+    """Run the `nst` command with `argv` (default: sys.argv[1:]) and return the exit status; `remote` runs the
+    jobs given `--broker` (without it, `--broker` is refused)."""
     parser = build_parser()
     try:
         args = parser.parse_args(None if argv is None else list(argv))
     except SystemExit as exc:  # --help, --version, or an argparse usage error (already printed)
         return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
-    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return handler(args)
+        return handler(args, remote)
     except (JobCancelled, KeyboardInterrupt):
         print(f"{PROG}: cancelled", file=sys.stderr)
         return EXIT_CANCELLED

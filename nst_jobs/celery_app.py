@@ -33,6 +33,7 @@ from celery.signals import worker_process_init
 
 from nst_core.errors import JobCancelled, NSTError
 from nst_core.progress import CancelCheck
+from nst_jobs.config import DEFAULT_TIME_LIMIT, DEFAULT_VISIBILITY_TIMEOUT, CeleryLimits, check_time_limit
 from nst_jobs.work import WorkPayload, perform, warm_up
 
 __all__ = [
@@ -59,6 +60,10 @@ DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 CANCEL_KEY_TTL = 24 * 3600
 #: The task looks at its cancel key at most this often (seconds).
 CANCEL_POLL_INTERVAL = 0.5
+#: Seconds a new worker process may take to start (it loads torch and the VGG weights before it reports "up"). Celery
+#: kills a process that is not up within `worker_proc_alive_timeout` (4 s by default) and starts another, which on a
+#: busy machine, or with a slow CUDA start, is killed again: after its first process the worker never runs a job.
+WORKER_START_TIMEOUT = 300.0
 #: A job keeps this many recent notices (scale changes, downsizing) in its PROGRESS meta, so a monitor polling less
 #: often than the task reports does not miss them.
 _NOTICES_KEPT = 8
@@ -120,11 +125,10 @@ def _restore_interval(visibility_timeout: int) -> int:
     return max(1, min(60, visibility_timeout // 10))
 
 
-def make_celery(broker_url: str, *, time_limit: int = 1800, visibility_timeout: int = 3600) -> Celery:
+def make_celery(broker_url: str, *, time_limit: int = DEFAULT_TIME_LIMIT,
+                visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT) -> Celery:
     """A Celery app for `broker_url` (also the result backend) with the `nst.stylize` task registered."""
-    if time_limit >= visibility_timeout:
-        raise ValueError(f"time_limit ({time_limit} s) must be below visibility_timeout ({visibility_timeout} s), or "
-                         "a long job is handed to a second worker while it still runs")
+    check_time_limit(time_limit, visibility_timeout)
     app = Celery("nst", broker=broker_url, backend=broker_url, set_as_current=False)
     transport = {
         "visibility_timeout": visibility_timeout,
@@ -145,6 +149,7 @@ def make_celery(broker_url: str, *, time_limit: int = 1800, visibility_timeout: 
         result_backend_transport_options={"visibility_timeout": visibility_timeout},
         task_time_limit=time_limit,
         worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_proc_alive_timeout=WORKER_START_TIMEOUT,
         broker_connection_retry_on_startup=True,
         task_default_queue=QUEUE,
         task_routes={TASK_NAME: {"queue": QUEUE}},
@@ -263,19 +268,11 @@ def _warm_up_worker_process(**_: Any) -> None:
     log.info("worker process ready on device %r (warm-up %.1f s)", device, time.perf_counter() - started)
 
 
-def _env_int(name: str, default: int) -> int:
-    text = os.environ.get(name)
-    if not text:
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{name}={text!r} is not a whole number of seconds") from None
+def _app_from_env() -> Celery:
+    limits = CeleryLimits.from_env()
+    return make_celery(os.environ.get("NST_BROKER_URL") or DEFAULT_BROKER_URL, time_limit=limits.time_limit,
+                       visibility_timeout=limits.visibility_timeout)
 
 
 #: The app `celery -A nst_jobs.celery_app worker` runs.
-app = make_celery(
-    os.environ.get("NST_BROKER_URL") or DEFAULT_BROKER_URL,
-    time_limit=_env_int("NST_TIME_LIMIT", 1800),
-    visibility_timeout=_env_int("NST_VISIBILITY_TIMEOUT", 3600),
-)
+app = _app_from_env()

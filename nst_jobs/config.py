@@ -1,11 +1,75 @@
-"""Settings of the job system: named settings choose behaviour (Celery's style), not code paths."""
+"""Settings of the job system: named settings choose behaviour (Celery's style), not code paths.
+
+Also the one home of the Celery limits every part must agree on (the bot's backend, `nst-worker`, the worker app
+and `nst stylize --broker`): their defaults, the rule that the time limit stays below the visibility timeout, and
+how long a job may wait for a worker before nobody will take it. Celery-free, so front ends import it cheaply.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["QueueConfig"]
+__all__ = [
+    "DEFAULT_CELERY_INFLIGHT",
+    "DEFAULT_TIME_LIMIT",
+    "DEFAULT_VISIBILITY_TIMEOUT",
+    "CeleryLimits",
+    "QueueConfig",
+    "check_time_limit",
+]
+
+#: Seconds a job may run on a Celery worker before it is killed (`task_time_limit`).
+DEFAULT_TIME_LIMIT = 1800
+#: Seconds after which the broker hands an unacknowledged job to a worker again (Redis `visibility_timeout`).
+DEFAULT_VISIBILITY_TIMEOUT = 3600
+#: Jobs a front end hands to Celery at once.
+DEFAULT_CELERY_INFLIGHT = 2
+
+
+def check_time_limit(time_limit: int, visibility_timeout: int, *, names: tuple[str, str] = (
+        "time_limit", "visibility_timeout")) -> None:
+    """ValueError unless the time limit is below the visibility timeout; `names` are how the caller's user calls
+    the two settings (`--time-limit`, `celery_time_limit_seconds` ...)."""
+    if time_limit >= visibility_timeout:
+        raise ValueError(f"{names[0]} {time_limit} must be below {names[1]} {visibility_timeout}, or a long job is "
+                         "handed to a second worker while it still runs")
+
+
+@dataclass(frozen=True)
+class CeleryLimits:
+    """The time limit and visibility timeout of the workers, and how many jobs a front end hands Celery at once."""
+
+    time_limit: int = DEFAULT_TIME_LIMIT
+    visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT
+    inflight: int = DEFAULT_CELERY_INFLIGHT
+
+    def __post_init__(self) -> None:
+        check_time_limit(self.time_limit, self.visibility_timeout)
+
+    @property
+    def unclaimed_after(self) -> int:
+        """Seconds after which a job no worker has taken never will be: it waits at most for the jobs in flight
+        ahead of it (each within the time limit) and a redelivery (the visibility timeout)."""
+        return self.inflight * self.time_limit + self.visibility_timeout
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> CeleryLimits:
+        """NST_TIME_LIMIT and NST_VISIBILITY_TIMEOUT (the variables the worker app reads), else the defaults."""
+        return cls(time_limit=_env_int(environ, "NST_TIME_LIMIT", DEFAULT_TIME_LIMIT),
+                   visibility_timeout=_env_int(environ, "NST_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT))
+
+
+def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    text = environ.get(name)
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not a whole number of seconds") from None
 
 
 @dataclass(frozen=True)
@@ -28,9 +92,9 @@ class QueueConfig:
     cancel_grace_seconds: float = 10.0  # cooperative cancel, then hard kill (process executor)
     retention_hours: float = 72.0  # inputs and results older than this are deleted
     preview_interval_seconds: float = 10.0  # a small preview image at most this often
-    celery_inflight: int = 2  # celery: jobs handed to Celery at once (the rest wait in our fair queue)
-    celery_time_limit_seconds: int = 1800  # must stay below the broker's visibility_timeout
-    celery_visibility_timeout_seconds: int = 3600
+    celery_inflight: int = DEFAULT_CELERY_INFLIGHT  # celery: jobs handed to Celery at once (the rest wait here)
+    celery_time_limit_seconds: int = DEFAULT_TIME_LIMIT  # must stay below the broker's visibility_timeout
+    celery_visibility_timeout_seconds: int = DEFAULT_VISIBILITY_TIMEOUT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -40,9 +104,13 @@ class QueueConfig:
             raise ValueError("backend 'celery' needs broker_url (e.g. redis://localhost:6379/0)")
         if self.executor not in ("process", "thread"):
             raise ValueError(f"executor={self.executor!r} is not allowed; allowed: process, thread")
-        if self.celery_time_limit_seconds >= self.celery_visibility_timeout_seconds:
-            raise ValueError("celery_time_limit_seconds must be below celery_visibility_timeout_seconds, or a long "
-                             "job is redelivered while it still runs")
+        check_time_limit(self.celery_time_limit_seconds, self.celery_visibility_timeout_seconds,
+                         names=("celery_time_limit_seconds", "celery_visibility_timeout_seconds"))
         for name in ("per_user_cap", "global_cap", "max_attempts", "celery_inflight"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} is not allowed; it must be at least 1")
+
+    @property
+    def celery_limits(self) -> CeleryLimits:
+        return CeleryLimits(time_limit=self.celery_time_limit_seconds,
+                            visibility_timeout=self.celery_visibility_timeout_seconds, inflight=self.celery_inflight)

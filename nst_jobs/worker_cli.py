@@ -16,6 +16,8 @@ import re
 import sys
 from collections.abc import Sequence
 
+from nst_jobs.config import DEFAULT_TIME_LIMIT, DEFAULT_VISIBILITY_TIMEOUT, check_time_limit
+
 __all__ = ["main"]
 
 PROG = "nst-worker"
@@ -32,11 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="device for every job of this worker: auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--concurrency", type=int, default=1, metavar="N",
                         help="jobs at once (worker processes); keep 1 per GPU (default: 1)")
-    parser.add_argument("--time-limit", type=int, default=1800, metavar="S",
-                        help="kill a job after S seconds (default: 1800)")
-    parser.add_argument("--visibility-timeout", type=int, default=3600, metavar="S",
+    parser.add_argument("--time-limit", type=int, default=DEFAULT_TIME_LIMIT, metavar="S",
+                        help=f"kill a job after S seconds (default: {DEFAULT_TIME_LIMIT})")
+    parser.add_argument("--visibility-timeout", type=int, default=DEFAULT_VISIBILITY_TIMEOUT, metavar="S",
                         help="the broker hands an unfinished job to another worker after S seconds; must be above "
-                             "--time-limit and the same for every worker (default: 3600)")
+                             f"--time-limit and the same for every worker (default: {DEFAULT_VISIBILITY_TIMEOUT})")
     parser.add_argument("--hostname", default=None, metavar="NAME",
                         help="worker name, unique per worker (default: nst-DEVICE@%%h)")
     parser.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error", "critical"],
@@ -49,9 +51,7 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--concurrency {args.concurrency} is not allowed; give 1 or more")
     if args.time_limit < 1:
         raise ValueError(f"--time-limit {args.time_limit} is not allowed; give a positive number of seconds")
-    if args.time_limit >= args.visibility_timeout:
-        raise ValueError(f"--time-limit {args.time_limit} must be below --visibility-timeout "
-                         f"{args.visibility_timeout}, or a long job runs twice at once")
+    check_time_limit(args.time_limit, args.visibility_timeout, names=("--time-limit", "--visibility-timeout"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,8 @@ once); cancel stops a running job within seconds and a queued one never runs; a 
 was down is still delivered; a mistyped broker gives one clear line.
 
 Workers get a 12 s visibility timeout (11 s time limit) so a killed worker's job comes back quickly, and one torch
-thread each (2 cores shared by everything).
+thread each (2 cores shared by everything). `nst stylize --broker` runs as `python -m nst_jobs.cli`, the module the
+installed `nst` command runs (pyproject.toml); `python -m nst_core` is the engine alone and refuses `--broker`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -43,23 +45,27 @@ CONTENT = DATA / "chelsea_128.png"
 STARRY = DATA / "starry_night_128.jpg"
 VISIBILITY_TIMEOUT = 12
 TIME_LIMIT = 11
+#: The `nst` command as installed (pyproject.toml: nst = "nst_jobs.cli:main").
+NST = [sys.executable, "-m", "nst_jobs.cli"]
 
 
 # ---- workers ----------------------------------------------------------------------------------------------------
 
 
 class Worker:
-    """One `celery -A nst_jobs.celery_app worker` process group (main process + one prefork child)."""
+    """One `celery -A nst_jobs.celery_app worker` process group (main process + one prefork child); `app` and `env`
+    run another app (the test-side stub) the same way."""
 
-    def __init__(self, name: str, broker: str, log: Path) -> None:
+    def __init__(self, name: str, broker: str, log: Path, *, app: str = "nst_jobs.celery_app",
+                 env: dict[str, str] | None = None) -> None:
         self.name = name
         self.log = log
         env = {**os.environ, "NST_BROKER_URL": broker, "NST_DEVICE": "cpu",
                "NST_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT), "NST_TIME_LIMIT": str(TIME_LIMIT),
-               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "nst_jobs.celery_app", "worker", "--pool", "prefork",
+                [sys.executable, "-m", "celery", "-A", app, "worker", "--pool", "prefork",
                  "--concurrency", "1", "-Q", "nst", "--prefetch-multiplier", "1", "-n", f"{name}@%h",
                  "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -212,7 +218,7 @@ def test_nst_worker_with_unreachable_broker_exits_2_with_one_line():
 def test_nst_stylize_with_unreachable_broker_exits_2_with_one_line(tmp_path):
     url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
     out = tmp_path / "out.png"
-    proc = subprocess.run([sys.executable, "-m", "nst_core", "stylize", CONTENT, STARRY, "-o", out, "--broker", url],
+    proc = subprocess.run([*NST, "stylize", CONTENT, STARRY, "-o", out, "--broker", url],
                           capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
     assert proc.returncode == 2, proc.stderr
     assert one_line(proc.stderr).startswith("nst: error: cannot reach the broker at redis://127.0.0.1:")
@@ -358,6 +364,14 @@ def test_a_job_still_running_after_the_grace_period_is_killed_and_not_run_again(
     assert not any(job_id.encode() in m for m in client.hvals("unacked"))
 
 
+def test_a_new_worker_process_has_time_to_warm_up(redis_url):  # noqa: F811
+    """After a hard revoke (or a crash) the worker starts a new process, which loads torch and the weights before it
+    reports up: Celery's default 4 s would kill it again and again on a busy machine (then the next test here, which
+    needs the restarted process, fails)."""
+    app = make_celery(redis_url)
+    assert app.conf.worker_proc_alive_timeout >= 120
+
+
 def test_adopt_reports_a_result_that_arrived_while_nobody_was_watching(worker, redis_url, tmp_path):  # noqa: F811
     app = make_celery(redis_url, time_limit=TIME_LIMIT, visibility_timeout=VISIBILITY_TIMEOUT)
     job = payload(64, 10)
@@ -394,7 +408,7 @@ def test_adopt_reports_a_result_that_arrived_while_nobody_was_watching(worker, r
 def test_nst_stylize_with_broker_runs_on_the_worker_and_writes_the_file(worker, redis_url, tmp_path):  # noqa: F811
     out = tmp_path / "cat.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "nst_core", "stylize", CONTENT, STARRY, "-o", out, "--size", "64", "--iterations", "20",
+        [*NST, "stylize", CONTENT, STARRY, "-o", out, "--size", "64", "--iterations", "20",
          "--scales", "1", "--device", "cpu", "--seed", "5", "--broker", redis_url],
         capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -411,7 +425,7 @@ def test_ctrl_c_on_nst_stylize_with_broker_cancels_the_job_on_the_worker(worker,
     before = set(client.keys("celery-task-meta-*"))
     out = tmp_path / "cat.png"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nst_core", "stylize", CONTENT, STARRY, "-o", out, "--size", "96", "--iterations",
+        [*NST, "stylize", CONTENT, STARRY, "-o", out, "--size", "96", "--iterations",
          "300", "--scales", "1", "--broker", redis_url],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
@@ -442,6 +456,125 @@ def test_ctrl_c_on_nst_stylize_with_broker_cancels_the_job_on_the_worker(worker,
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert app.backend.get_task_meta(job_id)["result"] == {"status": "cancelled"}
+
+
+def test_the_installed_nst_command_is_the_job_systems_cli_and_loads_no_celery_for_help():
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["nst"] == "nst_jobs.cli:main"
+    script = "import sys\nfrom nst_jobs.cli import main\ncode = main(['stylize', '--help'])\n" \
+             "print(code, 'celery' in sys.modules, 'torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "--broker URL" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "0 False False"
+
+
+def test_nst_stylize_with_broker_fails_with_a_reason_when_no_worker_takes_the_job(redis_url, tmp_path):  # noqa: F811
+    """Workers down: like the bot, the CLI gives up after inflight x time limit + visibility timeout (the workers'
+    NST_TIME_LIMIT and NST_VISIBILITY_TIMEOUT: 2 x 1 + 2 = 4 s here) with the reason, instead of waiting for ever,
+    and marks the job cancelled so a worker that appears later skips it."""
+    broker = redis_url.rsplit("/", 1)[0] + "/7"  # a database no test worker listens on
+    client = redis.Redis.from_url(broker)
+    before = set(client.keys("nst:cancel:*"))
+    out = tmp_path / "cat.png"
+    env = {**os.environ, "NST_TIME_LIMIT": "1", "NST_VISIBILITY_TIMEOUT": "2"}
+    started = time.monotonic()
+    proc = subprocess.run([*NST, "stylize", CONTENT, STARRY, "-o", out, "--size", "64", "--broker", broker],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT, env=env, check=False)
+    assert time.monotonic() - started >= 4
+    assert proc.returncode == 2, proc.stderr
+    assert one_line(proc.stderr) == ("nst: error: no worker took the job within 4 s (are the nst-worker processes "
+                                     "running?); please try again")
+    assert not out.exists()
+    assert len(set(client.keys("nst:cancel:*")) - before) == 1
+
+
+# ---- a worker process that dies (test-side stub worker: Celery records WorkerLostError) --------------------------
+
+
+@pytest.fixture(scope="module")
+def stub_broker(redis_url, tmp_path_factory):  # noqa: F811
+    """The broker URL of a running tests/celery_stub_worker.py worker (its own Redis database)."""
+    broker = redis_url.rsplit("/", 1)[0] + "/5"
+    redis.Redis.from_url(broker).flushdb()
+    pythonpath = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)
+    worker = Worker("stub", broker, tmp_path_factory.mktemp("stub") / "stub.log", app="celery_stub_worker",
+                    env={"STUB_BROKER_URL": broker, "PYTHONPATH": pythonpath})
+    try:
+        worker.wait_ready()
+        yield broker
+    finally:
+        worker.kill()
+
+
+def stub_runs(broker: str, job_id: str) -> int:
+    """How often the stub ran the job (its `runs_key`; not imported: a second app here would register the task)."""
+    return int(redis.Redis.from_url(broker).get(f"stub:runs:{job_id}") or 0)
+
+
+def test_nst_stylize_with_broker_sends_a_job_whose_worker_died_again(stub_broker, tmp_path):
+    """The CLI retries a lost worker as the bot's queue does (up to max_attempts runs): the stub's first run dies."""
+    out = tmp_path / "cat.png"
+    proc = subprocess.run([*NST, "stylize", CONTENT, STARRY, "-o", out, "--seed", "1", "--broker", stub_broker],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "the worker running the job died (" in proc.stderr
+    assert "sending it again (attempt 2 of 3)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout.startswith(f"wrote {out} (8x6, 2 iterations")  # the stub's second run answered
+    with Image.open(out) as image:
+        assert image.size == (8, 6)
+
+
+def test_nst_stylize_with_broker_gives_up_on_a_job_whose_worker_always_dies(stub_broker, tmp_path):
+    out = tmp_path / "cat.png"
+    proc = subprocess.run([*NST, "stylize", CONTENT, STARRY, "-o", out, "--seed", "2", "--broker", stub_broker],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("nst: error: the worker running the job died (") and last.endswith(", 3 times; giving up")
+    assert "sending it again (attempt 3 of 3)" in proc.stderr
+    assert not out.exists()
+
+
+def test_celery_backend_reports_a_lost_worker_for_a_retry_and_a_second_dispatch_runs_again(stub_broker,
+                                                                                           tmp_path):
+    """The backend decodes a lost worker like the CLI (on_failed with retry=True: the queue runs it again), and
+    dispatching the same job id again really waits for the new run: the earlier FAILURE is not read as its end.
+    The stub holds every run until the test opens its gate (seed 3)."""
+    params = StyleParams(size=64, iterations=8, scales=1, device="cpu", seed=3).to_dict()
+    job = WorkPayload(job_id=uuid.uuid4().hex, params=params, content=CONTENT.read_bytes(),
+                      styles=(STARRY.read_bytes(),))
+    client = redis.Redis.from_url(stub_broker)
+
+    async def failures(count: int) -> None:
+        deadline = time.monotonic() + 60
+        while len(sink.of("failed", job.job_id)) < count:
+            assert time.monotonic() < deadline, sink.calls
+            await asyncio.sleep(0.05)
+
+    sink = RecordingSink()
+
+    async def scenario() -> None:
+        backend = CeleryBackend(config(stub_broker, tmp_path), poll_interval=0.1)
+        await backend.start(sink)
+        try:
+            await backend.dispatch(job)
+            client.incr(f"stub:gate:{job.job_id}")  # run 1 may go on (and die)
+            await failures(1)
+            await backend.dispatch(job)  # what the queue does for retry=True
+            await asyncio.sleep(1)  # ten polls while run 2 is held at its gate
+            assert len(sink.of("failed", job.job_id)) == 1, sink.calls
+            client.incr(f"stub:gate:{job.job_id}")
+            await failures(2)
+        finally:
+            await backend.close()
+        assert stub_runs(stub_broker, job.job_id) == 2
+        for reason, retry in sink.of("failed", job.job_id):
+            assert retry is True and reason.startswith("the worker running the job died (")
+
+    asyncio.run(scenario())
 
 
 # ---- a worker dies mid-job -----------------------------------------------------------------------------------------

@@ -143,6 +143,15 @@ def test_missing_output_folder(tmp_path):
     assert_one_line_error(stylize(CONTENT, [STARRY], folder / "out.png"), f"output folder '{folder}' does not exist")
 
 
+def test_broker_is_refused_with_one_line_when_the_engine_runs_alone(tmp_path):
+    """`python -m nst_core` is the engine without the job system (it imports nothing above it): --broker is refused
+    with one line naming the command that has it. The installed `nst` runs it (tests/test_celery.py)."""
+    out = tmp_path / "out.png"
+    assert_one_line_error(stylize(CONTENT, [STARRY], out, "--broker", "redis://127.0.0.1:6379/0"),
+                          "--broker needs the job system", "use the `nst` command")
+    assert not out.exists()
+
+
 def test_text_file_as_content_is_not_an_image(tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("just some notes, not a picture\n")
