@@ -25,7 +25,7 @@ from nst_core.result import JobResult
 from nst_jobs.config import QueueConfig
 from nst_jobs.local import LocalExecutor
 from nst_jobs.loop_lag import measure_loop_lag, percentile
-from nst_jobs.work import WorkPayload
+from nst_jobs.work import WorkFunction, WorkPayload, perform
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(180)]
 
@@ -104,8 +104,9 @@ def make_payload(job_id: str, content: bytes, style: bytes, **params: Any) -> Wo
 
 
 @contextlib.asynccontextmanager
-async def running(kind: str, sink: RecordingSink, tmp_path: Path, **config: Any) -> AsyncIterator[LocalExecutor]:
-    executor = LocalExecutor(QueueConfig(data_dir=tmp_path, executor=kind, devices=("cpu",), **config))
+async def running(kind: str, sink: RecordingSink, tmp_path: Path, *, work: WorkFunction = perform,
+                  **config: Any) -> AsyncIterator[LocalExecutor]:
+    executor = LocalExecutor(QueueConfig(data_dir=tmp_path, executor=kind, devices=("cpu",), **config), work=work)
     await executor.start(sink)
     try:
         yield executor
@@ -243,18 +244,18 @@ async def test_a_bad_image_fails_with_the_engine_message_and_no_retry(tmp_path, 
         assert executor.free_slots() == 1
 
 
-async def test_a_bug_in_the_job_is_an_internal_error_without_retry(tmp_path, content_bytes, style_bytes, monkeypatch):
-    def broken_perform(*args: Any, **kwargs: Any) -> JobResult:
-        raise ZeroDivisionError("division by zero")
+async def test_a_bug_in_the_job_is_an_internal_error_without_retry(tmp_path, content_bytes, style_bytes):
+    def perform_with_a_bug(payload: WorkPayload, **kwargs: Any) -> JobResult:
+        if payload.job_id == "bug":
+            raise ZeroDivisionError("division by zero")
+        return perform(payload, **kwargs)
 
     sink = RecordingSink()
-    monkeypatch.setattr("nst_jobs.local.perform", broken_perform)
-    async with running("thread", sink, tmp_path) as executor:
+    async with running("thread", sink, tmp_path, work=perform_with_a_bug) as executor:
         await executor.dispatch(make_payload("bug", content_bytes, style_bytes, **SMALL))
         await sink.wait_end("bug")
         assert sink.failed["bug"] == ("internal error: ZeroDivisionError: division by zero", False)
         # The worker survives its job's bug.
-        monkeypatch.undo()
         await executor.dispatch(make_payload("fine", content_bytes, style_bytes, **SMALL))
         await sink.wait_end("fine")
         assert sink.outcomes("fine") == ["done"]
