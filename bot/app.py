@@ -33,6 +33,7 @@ from nst_core.images import style_role
 from nst_core.params import StyleParams
 from nst_jobs.models import JobState
 from nst_jobs.queue import JobQueue
+from nst_jobs.work import WorkFunction, perform
 
 __all__ = ["StyleBot", "create_bot"]
 
@@ -63,14 +64,17 @@ class StyleBot(commands.Bot):
     http_session: aiohttp.ClientSession
     starter: JobStarter
 
-    def __init__(self, config: BotConfig, *, serve: bool = True, **client_options: Any) -> None:
-        """`serve=False`: only what `nst-bot sync` needs (the store and the commands; no queue, no workers)."""
+    def __init__(self, config: BotConfig, *, serve: bool = True, work: WorkFunction = perform,
+                 **client_options: Any) -> None:
+        """`serve=False`: only what `nst-bot sync` needs (the store and the commands; no queue, no workers).
+        `work`: the job function of the embedded executor's workers (`JobQueue`'s `work`)."""
         intents = discord.Intents.none()
         intents.guilds = True  # channels and permissions; no privileged intents
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
                          allowed_mentions=discord.AllowedMentions.none(), tree_cls=StyleTree, **client_options)
         self.config = config
         self.serve = serve
+        self.work = work
         self.starter = JobStarter(self)
         self.reporters: dict[str, asyncio.Task[None]] = {}
         self.health: HealthServer | None = None
@@ -91,7 +95,7 @@ class StyleBot(commands.Bot):
             await self.add_cog(cog)
         if not self.serve:
             return
-        self.queue = JobQueue(self.config.queue)
+        self.queue = JobQueue(self.config.queue, work=self.work)
         await self.queue.start()
         self._opened.append("queue")
         self.http_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
