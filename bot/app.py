@@ -29,6 +29,7 @@ from bot.shared.starter import JobStarter
 from bot.sync import sync_commands
 from nst_jobs.models import JobState
 from nst_jobs.queue import JobQueue
+from nst_jobs.work import WorkFunction, perform
 
 __all__ = ["StyleBot", "create_bot", "initial_extensions", "run_bot"]
 
@@ -65,14 +66,17 @@ class StyleBot(commands.Bot):
     http_session: aiohttp.ClientSession
     starter: JobStarter
 
-    def __init__(self, config: BotConfig, *, serve: bool = True, **client_options: Any) -> None:
-        """`serve=False`: only what `nst-bot sync` needs (the store and the commands; no queue, no workers)."""
+    def __init__(self, config: BotConfig, *, serve: bool = True, work: WorkFunction = perform,
+                 **client_options: Any) -> None:
+        """`serve=False`: only what `nst-bot sync` needs (the store and the commands; no queue, no workers).
+        `work`: the job function of the embedded executor's workers (`JobQueue`'s `work`)."""
         intents = discord.Intents.none()
         intents.guilds = True  # channels and permissions; no privileged intents
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
                          allowed_mentions=discord.AllowedMentions.none(), tree_cls=StyleTree, **client_options)
         self.config = config
         self.serve = serve
+        self.work = work
         self.starter = JobStarter(self)
         self.reporters: dict[str, asyncio.Task[None]] = {}
         self.health: HealthServer | None = None
@@ -88,7 +92,7 @@ class StyleBot(commands.Bot):
             await self.load_extension(extension)
         if not self.serve:
             return
-        self.queue = JobQueue(self.config.queue)
+        self.queue = JobQueue(self.config.queue, work=self.work)
         await self.queue.start()
         self._opened.append("queue")
         self.http_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))

@@ -11,12 +11,13 @@ the VGG weights, the optimiser code), and the event loop only ever receives mess
 - `executor="thread"`: each worker is a thread of the bot process (CPU, tests). It cannot be killed: a job that
   ignores cancellation is waited for.
 
-Both kinds run the same loop (`_worker_main`), which talks to the parent with plain tuples:
-("ready", pid), ("fatal", message) when the warm-up fails, ("started", job_id), ("progress", job_id, event_dict,
-preview_bytes), ("done", job_id, JobResult), ("failed", job_id, message) and ("cancelled", job_id).
+Both kinds run the same loop (`nst_jobs.worker_loop.run_worker`) with the executor's work function (`work`, by
+default `nst_jobs.work.perform`, the job function the Celery worker runs too), and talk to this module with the typed
+messages of `nst_jobs.worker_messages`. This module is the executor's logic (who runs what, cancels, respawns);
+starting, reading and stopping a worker process or thread is `nst_jobs.worker_handles`.
 
-On the parent side a reader thread per worker receives these and hands them to the event loop; one pump task on
-the loop applies them in order (worker state first, then the `BackendSink` call), so the sink sees started,
+A reader thread per worker receives the messages and hands them to the event loop; one pump task on the loop
+applies them in order (worker state first, then the `BackendSink` call), so the sink sees started,
 progress, done in the order they happened and a worker counts as free again before `on_done` runs. A process
 worker's messages travel over a one-way pipe whose only writer is the worker: when the worker dies, reading it ends
 with EOF, which is how a crash is noticed (no polling, and a message cut off by a kill cannot hang the reader).
@@ -26,22 +27,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import multiprocessing
-import os
-import queue
-import signal
-import threading
 import time
-from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from collections.abc import Coroutine
 from multiprocessing.process import BaseProcess
-from typing import Any, Protocol
+from typing import Any
 
-from nst_core.errors import JobCancelled, NSTError
 from nst_jobs.backend import BackendSink
 from nst_jobs.config import QueueConfig
-from nst_jobs.work import WorkPayload, perform, warm_up
+from nst_jobs.work import WorkFunction, WorkPayload, perform
+from nst_jobs.worker_handles import CLOSE_TIMEOUT, Worker, WorkerState, launch_process, launch_thread
+from nst_jobs.worker_messages import (
+    Cancelled,
+    Done,
+    Exited,
+    Failed,
+    Fatal,
+    JobEnd,
+    Progress,
+    Ready,
+    Started,
+    WorkerEvent,
+)
 
 __all__ = ["LocalExecutor"]
 
@@ -49,136 +58,27 @@ logger = logging.getLogger(__name__)
 
 #: How long `start()` waits for the workers' warm-up before it returns anyway (CUDA init + weights can be slow).
 WARM_UP_TIMEOUT = 300.0
-#: How long `close()` waits for workers to stop on their own before it kills what is left.
-CLOSE_TIMEOUT = 5.0
 #: A worker that dies this many times in a row before it is ready is not started again (a broken device or install).
 MAX_START_FAILURES = 3
 
-Message = tuple[Any, ...]
-
-
-class _Inbox(Protocol):
-    def get(self) -> WorkPayload | None: ...
-
-    def put(self, item: WorkPayload | None) -> None: ...
-
-
-class _Outbox(Protocol):
-    def put(self, item: Message) -> None: ...
-
-
-class _Flag(Protocol):
-    def is_set(self) -> bool: ...
-
-    def set(self) -> None: ...
-
-    def clear(self) -> None: ...
-
-
-class _PipeOutbox:
-    """The worker's end of a one-way pipe, with a queue's `put` so `_worker_main` does not care which it has."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-
-    def put(self, item: Message) -> None:
-        self.conn.send(item)
-
-
-# -- the worker side (runs in the subprocess or the worker thread) -----------------------------------------------------
-def _worker_main(device: str, inbox: _Inbox, outbox: _Outbox, cancel_event: _Flag) -> None:
-    """One worker's whole life: warm up, then run jobs from `inbox` until it sends None."""
-    try:
-        warm_up(device)
-    except Exception as exc:
-        if isinstance(exc, NSTError):
-            logger.error("worker for device %r could not warm up: %s", device, exc)
-        else:
-            logger.exception("worker for device %r could not warm up", device)
-        outbox.put(("fatal", str(exc) if isinstance(exc, NSTError) else f"{type(exc).__name__}: {exc}"))
-        return
-    outbox.put(("ready", os.getpid()))
-    while True:
-        payload = inbox.get()
-        if payload is None:
-            return
-        job_id = payload.job_id
-        if cancel_event.is_set():  # cancelled before it got here
-            outbox.put(("cancelled", job_id))
-            continue
-        outbox.put(("started", job_id))
-
-        def report(event: dict[str, Any], preview: bytes | None, job_id: str = job_id) -> None:
-            outbox.put(("progress", job_id, event, preview))
-
-        try:
-            result = perform(payload, report=report, should_cancel=cancel_event.is_set, device=device)
-        except JobCancelled:
-            outbox.put(("cancelled", job_id))
-        except NSTError as exc:
-            outbox.put(("failed", job_id, str(exc)))
-        except Exception as exc:
-            # A bug, not the user's input: running it again will not help, so the parent reports retry=False.
-            logger.exception("job %s: unexpected error in the worker", job_id)
-            outbox.put(("failed", job_id, f"internal error: {type(exc).__name__}: {exc}"))
-        else:
-            outbox.put(("done", job_id, result))
-
-
-def _process_main(device: str, inbox: _Inbox, outbox: _Outbox, cancel_event: _Flag, log_level: int) -> None:
-    """Entry point of a spawned worker process."""
-    # Ctrl+C reaches the whole process group; the parent decides when its workers stop (sentinel, then kill).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="nst-parent-watch", daemon=True).start()
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=log_level,
-                            format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
-    _worker_main(device, inbox, outbox, cancel_event)
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    """A worker whose bot process was killed (SIGKILL, OOM) must not live on holding the GPU: exit when orphaned."""
-    while True:
-        time.sleep(1.0)
-        if os.getppid() != parent_pid:
-            os._exit(3)
-
-
-# -- the parent side ---------------------------------------------------------------------------------------------------
-@dataclass(eq=False)
-class _Worker:
-    index: int
-    device: str
-    # "starting" (warming up), "ready" (idle), "busy", "dying" (killed, exit not seen yet), "dead", "broken"
-    state: str = "starting"
-    generation: int = 0  # +1 on every (re)spawn; messages from an earlier life are ignored
-    handle: BaseProcess | threading.Thread | None = None
-    reader: threading.Thread | None = None  # takes its messages; for a process also the one that reaps it
-    inbox: Any = None  # mp.Queue or queue.Queue of WorkPayload | None
-    cancel_event: Any = None  # mp.Event or threading.Event
-    job_id: str | None = None
-    job_started: float = 0.0
-    kill_reason: str | None = None  # "cancel" when the parent killed it to enforce a cancel
-    start_failures: int = 0
-    fatal: str | None = None
-    pid: int | None = None
-
-    @property
-    def name(self) -> str:
-        return f"nst-worker-{self.index}"
-
 
 class LocalExecutor:
-    """`Backend` that runs jobs on one long-lived worker per configured device (see the module docstring)."""
+    """`Backend` that runs jobs on one long-lived worker per configured device (see the module docstring).
 
-    def __init__(self, config: QueueConfig) -> None:
+    `work` is the function a worker calls for each job: `nst_jobs.work.perform` (the real engine) unless another
+    `WorkFunction` is given, e.g. one that instruments or holds jobs. With `executor="process"` it is pickled into
+    each spawned worker, so it must be a module-level function or a picklable object.
+    """
+
+    def __init__(self, config: QueueConfig, *, work: WorkFunction = perform) -> None:
         self.config = config
+        self.work = work
         self._kind = config.executor
         self._ctx = multiprocessing.get_context("spawn")
-        self._workers = [_Worker(index=i, device=device) for i, device in enumerate(config.devices)]
+        self._workers = [Worker(index=i, device=device) for i, device in enumerate(config.devices)]
         self._sink: BackendSink | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._events: asyncio.Queue[tuple[_Worker, int, Message]] | None = None
+        self._events: asyncio.Queue[tuple[Worker, int, WorkerEvent]] | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # cancel enforcement: cancelled by close()
         self._respawns: set[asyncio.Task[None]] = set()  # awaited by close(): a half-started worker is not left
@@ -198,45 +98,46 @@ class LocalExecutor:
         for worker in self._workers:
             await self._spawn(worker)
         deadline = time.monotonic() + WARM_UP_TIMEOUT
-        while any(w.state in ("starting", "dead") for w in self._workers) and time.monotonic() < deadline:
+        while (any(w.state in (WorkerState.STARTING, WorkerState.DEAD) for w in self._workers)
+               and time.monotonic() < deadline):
             await asyncio.sleep(0.05)
-        broken = [w for w in self._workers if w.state == "broken"]
+        broken = [w for w in self._workers if w.state == WorkerState.BROKEN]
         if broken:
             await self.close()
             reasons = "; ".join(f"device {w.device!r}: {w.fatal}" for w in broken)
             raise RuntimeError(f"the embedded executor could not start its workers ({reasons})")
-        late = [w.name for w in self._workers if w.state != "ready"]
+        late = [w.name for w in self._workers if w.state != WorkerState.READY]
         if late:
             logger.warning("workers %s are not ready after %.0f s; starting anyway", ", ".join(late), WARM_UP_TIMEOUT)
 
     def free_slots(self) -> int:
         if self._closing:
             return 0
-        return sum(1 for w in self._workers if w.state == "ready" and w.job_id is None)
+        return sum(1 for w in self._workers if w.free)
 
     async def dispatch(self, payload: WorkPayload) -> None:
         if self._closing:
             raise RuntimeError("the executor is closed")
-        worker = next((w for w in self._workers if w.state == "ready" and w.job_id is None), None)
-        if worker is None:
+        worker = next((w for w in self._workers if w.free), None)
+        if worker is None or worker.life is None:
             raise RuntimeError(f"no free worker for job {payload.job_id} (check free_slots() first)")
-        worker.state = "busy"
+        worker.state = WorkerState.BUSY
         worker.job_id = payload.job_id
         worker.job_started = time.monotonic()
         # Cleared here, not in the worker: a cancel for this job may come before the worker picks it up.
-        worker.cancel_event.clear()
-        worker.inbox.put(payload)  # mp.Queue pickles and writes from its feeder thread: no wait here
+        worker.life.cancel_event.clear()
+        worker.life.inbox.put(payload)  # mp.Queue pickles and writes from its feeder thread: no wait here
         logger.info("job %s dispatched to %s (%s)", payload.job_id, worker.name, worker.device)
 
     async def cancel(self, job_id: str) -> None:
         worker = self._running(job_id)
-        if worker is None:
+        if worker is None or worker.life is None:
             logger.info("job %s: cancel requested, but no worker runs it", job_id)
             return
-        if worker.cancel_event.is_set():
+        if worker.life.cancel_event.is_set():
             return  # already being cancelled
         logger.info("job %s: cancelling on %s", job_id, worker.name)
-        worker.cancel_event.set()
+        worker.life.cancel_event.set()
         self._track(self._enforce_cancel(worker, worker.generation, job_id), name=f"nst-cancel-{job_id}")
 
     async def adopt(self, job_ids: list[str]) -> list[str]:
@@ -244,7 +145,7 @@ class LocalExecutor:
 
     def health(self) -> tuple[bool, str]:
         states = [w.state for w in self._workers]
-        usable = [s for s in states if s in ("starting", "ready", "busy")]
+        usable = [s for s in states if s in (WorkerState.STARTING, WorkerState.READY, WorkerState.BUSY)]
         return (not self._closing and bool(usable)), "workers: " + ", ".join(states)
 
     async def close(self) -> None:
@@ -256,11 +157,11 @@ class LocalExecutor:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._respawns, return_exceptions=True)
         for worker in self._workers:
-            if worker.handle is None:
+            if worker.life is None:
                 continue
-            worker.cancel_event.set()  # a running job stops at its next iteration; the queue requeues it
+            worker.life.cancel_event.set()  # a running job stops at its next iteration; the queue requeues it
             with contextlib.suppress(Exception):
-                worker.inbox.put(None)
+                worker.life.inbox.put(None)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._stop_workers)
         if self._pump_task is not None and self._pump_task is not asyncio.current_task():
@@ -270,10 +171,10 @@ class LocalExecutor:
         logger.info("embedded executor closed")
 
     # -- spawning ------------------------------------------------------------------------------------------------------
-    async def _spawn(self, worker: _Worker) -> None:
+    async def _spawn(self, worker: Worker) -> None:
         """Start a new life of `worker` (the process start runs off the loop: it forks and writes the payload)."""
         worker.generation += 1
-        worker.state = "starting"
+        worker.state = WorkerState.STARTING
         worker.job_id = None
         worker.kill_reason = None
         worker.pid = None
@@ -282,38 +183,18 @@ class LocalExecutor:
             await self._loop.run_in_executor(None, self._launch, worker, worker.generation)
         except Exception as exc:  # cannot even start a process/thread (out of memory, too many processes ...)
             logger.exception("%s could not be started", worker.name)
-            worker.state = "broken"
+            worker.state = WorkerState.BROKEN
             worker.fatal = f"could not be started: {type(exc).__name__}: {exc}"
 
-    def _launch(self, worker: _Worker, generation: int) -> None:
+    def _launch(self, worker: Worker, generation: int) -> None:
+        post = functools.partial(self._post, worker, generation)
         if self._kind == "process":
-            inbox = self._ctx.Queue()
-            cancel_event = self._ctx.Event()
-            receiver, sender = self._ctx.Pipe(duplex=False)
-            process = self._ctx.Process(
-                target=_process_main, name=worker.name, daemon=True,
-                args=(worker.device, inbox, _PipeOutbox(sender), cancel_event, logging.getLogger().getEffectiveLevel()),
-            )
-            worker.inbox, worker.cancel_event, worker.handle = inbox, cancel_event, process
-            process.start()
-            sender.close()  # the worker holds the only writer now: its death ends our reads with EOF
-            reader = threading.Thread(target=self._read_process, args=(worker, generation, receiver, process),
-                                      name=f"{worker.name}-reader", daemon=True)
+            launch_process(self._ctx, worker, self.work, post)
         else:
-            thread_inbox: queue.Queue[WorkPayload | None] = queue.Queue()
-            outbox: queue.Queue[Message] = queue.Queue()
-            thread_cancel = threading.Event()
-            thread = threading.Thread(target=_worker_main, args=(worker.device, thread_inbox, outbox, thread_cancel),
-                                      name=worker.name, daemon=True)
-            worker.inbox, worker.cancel_event, worker.handle = thread_inbox, thread_cancel, thread
-            thread.start()
-            reader = threading.Thread(target=self._read_thread, args=(worker, generation, outbox, thread),
-                                      name=f"{worker.name}-reader", daemon=True)
-        worker.reader = reader
-        reader.start()
+            launch_thread(worker, self.work, post)
 
-    # -- reader threads: hand every message to the loop ----------------------------------------------------------------
-    def _post(self, worker: _Worker, generation: int, message: Message) -> bool:
+    def _post(self, worker: Worker, generation: int, message: WorkerEvent) -> bool:
+        """Hand a message from a reader thread to the pump on the loop (False once nobody listens)."""
         loop, events = self._loop, self._events
         if loop is None or events is None:
             return False
@@ -322,40 +203,6 @@ class LocalExecutor:
         except RuntimeError:  # the loop is closed: nobody is listening any more
             return False
         return True
-
-    def _read_process(self, worker: _Worker, generation: int, conn: Connection, process: BaseProcess) -> None:
-        while True:
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                break  # the worker is gone (or closed its end on the way out)
-            except Exception:
-                logger.exception("%s sent a message that cannot be read", worker.name)
-                continue
-            if not self._post(worker, generation, message):
-                break
-        process.join(CLOSE_TIMEOUT)
-        if process.exitcode is None:  # closed the pipe but hangs on the way out
-            process.kill()
-            process.join(CLOSE_TIMEOUT)
-        conn.close()
-        self._post(worker, generation, ("exited", process.exitcode))
-
-    def _read_thread(self, worker: _Worker, generation: int, outbox: queue.Queue[Message],
-                     thread: threading.Thread) -> None:
-        while True:
-            try:
-                message = outbox.get(timeout=0.5)
-            except queue.Empty:
-                if thread.is_alive():
-                    continue
-                break
-            if not self._post(worker, generation, message):
-                return
-        with contextlib.suppress(queue.Empty):
-            while True:  # anything put between the last get and the thread's end
-                self._post(worker, generation, outbox.get_nowait())
-        self._post(worker, generation, ("exited", None))
 
     # -- the pump: apply messages on the loop, in order ----------------------------------------------------------------
     async def _pump(self) -> None:
@@ -367,63 +214,67 @@ class LocalExecutor:
             try:
                 await self._handle(worker, message)
             except Exception:
-                logger.exception("handling %r from %s failed", message[0], worker.name)
+                logger.exception("handling %r from %s failed", getattr(message, "kind", message), worker.name)
 
-    async def _handle(self, worker: _Worker, message: Message) -> None:
+    async def _handle(self, worker: Worker, message: WorkerEvent) -> None:
         assert self._sink is not None
-        kind = message[0]
-        if kind == "ready":
-            worker.pid = message[1]
-            worker.state = "ready"
-            worker.start_failures = 0
-            logger.info("%s ready on %s (pid %s)", worker.name, worker.device, worker.pid)
-        elif kind == "fatal":
-            worker.state = "broken"
-            worker.fatal = message[1]
-            logger.error("%s cannot run on device %r: %s; it will not be started again", worker.name, worker.device,
-                         message[1])
-        elif kind == "started":
-            logger.info("job %s started on %s", message[1], worker.name)
-            await self._sink.on_started(message[1])
-        elif kind == "progress":
-            await self._sink.on_progress(message[1], message[2], message[3])
-        elif kind in ("done", "failed", "cancelled"):
-            job_id = message[1]
-            elapsed = time.monotonic() - worker.job_started
-            if worker.job_id == job_id:
-                worker.job_id = None
-                if worker.state == "busy":
-                    worker.state = "ready"  # free before the sink runs: on_done may dispatch the next job
-            if kind == "done":
+        match message:
+            case Ready(pid=pid):
+                worker.pid = pid
+                worker.state = WorkerState.READY
+                worker.start_failures = 0
+                logger.info("%s ready on %s (pid %s)", worker.name, worker.device, worker.pid)
+            case Fatal(reason=reason):
+                worker.state = WorkerState.BROKEN
+                worker.fatal = reason
+                logger.error("%s cannot run on device %r: %s; it will not be started again", worker.name,
+                             worker.device, reason)
+            case Started(job_id=job_id):
+                logger.info("job %s started on %s", job_id, worker.name)
+                await self._sink.on_started(job_id)
+            case Progress(job_id=job_id, event=event, preview=preview):
+                await self._sink.on_progress(job_id, event, preview)
+            case Done() | Failed() | Cancelled():
+                await self._job_ended(worker, message)
+            case Exited(exitcode=exitcode):
+                await self._exited(worker, exitcode)
+            case _:
+                logger.error("%s sent an unknown message %r", worker.name, message)
+
+    async def _job_ended(self, worker: Worker, message: JobEnd) -> None:
+        assert self._sink is not None
+        job_id = message.job_id
+        elapsed = time.monotonic() - worker.job_started
+        if worker.job_id == job_id:
+            worker.job_id = None
+            if worker.state == WorkerState.BUSY:
+                worker.state = WorkerState.READY  # free before the sink runs: on_done may dispatch the next job
+        match message:
+            case Done(result=result):
                 logger.info("job %s done in %.1f s on %s", job_id, elapsed, worker.name)
-                await self._sink.on_done(job_id, message[2])
-            elif kind == "failed":
-                logger.warning("job %s failed after %.1f s: %s", job_id, elapsed, message[2])
-                await self._sink.on_failed(job_id, message[2], retry=False)
-            else:
+                await self._sink.on_done(job_id, result)
+            case Failed(reason=reason):
+                logger.warning("job %s failed after %.1f s: %s", job_id, elapsed, reason)
+                await self._sink.on_failed(job_id, reason, retry=False)
+            case Cancelled():
                 logger.info("job %s cancelled after %.1f s", job_id, elapsed)
                 await self._sink.on_cancelled(job_id)
-        elif kind == "exited":
-            await self._exited(worker, message[1])
-        else:
-            logger.error("%s sent an unknown message %r", worker.name, kind)
 
-    async def _exited(self, worker: _Worker, exitcode: int | None) -> None:
+    async def _exited(self, worker: Worker, exitcode: int | None) -> None:
         assert self._sink is not None
         job_id, worker.job_id = worker.job_id, None
         killed_for_cancel = worker.kill_reason == "cancel"
         previous = worker.state
-        if isinstance(worker.handle, BaseProcess):
-            worker.inbox.cancel_join_thread()  # a payload nobody will read must not hold up our exit
-            worker.inbox.close()
-        if previous == "broken":
+        if worker.life is not None:
+            worker.life.close_inbox()
+        if previous == WorkerState.BROKEN:
             return  # the fatal message said it all
-        worker.state = "dead"
+        worker.state = WorkerState.DEAD
         code = f"exit code {exitcode}" if exitcode is not None else "the worker thread ended"
-        if previous == "starting":
+        if previous == WorkerState.STARTING:
             worker.start_failures += 1
         if worker.start_failures >= MAX_START_FAILURES:
-            worker.state = "broken"
+            worker.state = WorkerState.BROKEN
             worker.fatal = f"died {worker.start_failures} times while starting ({code})"
             logger.error("%s on %s %s; it will not be started again", worker.name, worker.device, worker.fatal)
         else:
@@ -441,12 +292,12 @@ class LocalExecutor:
             await self._sink.on_failed(job_id, f"worker crashed ({code})", retry=True)
 
     # -- cancel and close helpers --------------------------------------------------------------------------------------
-    async def _enforce_cancel(self, worker: _Worker, generation: int, job_id: str) -> None:
+    async def _enforce_cancel(self, worker: Worker, generation: int, job_id: str) -> None:
         grace = self.config.cancel_grace_seconds
         await asyncio.sleep(grace)
-        if worker.generation != generation or worker.job_id != job_id or worker.state != "busy":
+        if worker.generation != generation or worker.job_id != job_id or worker.state != WorkerState.BUSY:
             return  # it stopped (or finished) in time
-        handle = worker.handle
+        handle = worker.life.handle if worker.life is not None else None
         if not isinstance(handle, BaseProcess):
             logger.warning("job %s did not stop within %.1f s of its cancel; a thread worker cannot be killed, so it "
                            "is left to notice the cancel", job_id, grace)
@@ -454,38 +305,21 @@ class LocalExecutor:
         logger.warning("job %s did not stop within %.1f s of its cancel; killing %s (pid %s)", job_id, grace,
                        worker.name, handle.pid)
         worker.kill_reason = "cancel"
-        worker.state = "dying"  # not free even if a last message clears its job before the exit is seen
+        worker.state = WorkerState.DYING  # not free even if a last message clears its job before the exit is seen
         handle.kill()  # the reader sees EOF; `_exited` reports on_cancelled and starts a new worker
 
     def _stop_workers(self) -> None:
-        """Wait up to CLOSE_TIMEOUT for every worker to stop; kill the processes still running.
-
-        A process is reaped by its reader thread only (two threads waiting on one child race for its exit status),
-        so here "stopped" means the reader has finished.
-        """
+        """Wait up to CLOSE_TIMEOUT in all for the workers to stop; kill the processes still running."""
         deadline = time.monotonic() + CLOSE_TIMEOUT
         for worker in self._workers:
-            handle, reader = worker.handle, worker.reader
-            if handle is None or reader is None:
-                continue
-            if isinstance(handle, BaseProcess):
-                reader.join(max(0.0, deadline - time.monotonic()))
-                if reader.is_alive():
-                    logger.warning("%s did not stop within %.0f s; killing it", worker.name, CLOSE_TIMEOUT)
-                    handle.kill()
-                    reader.join(2 * CLOSE_TIMEOUT)
-                worker.inbox.cancel_join_thread()
-                worker.inbox.close()
-            else:
-                handle.join(max(0.0, deadline - time.monotonic()))
-                if handle.is_alive():
-                    logger.warning("%s (a thread) is still running a job; it stops at its next iteration",
-                                   worker.name)
+            if worker.life is not None:
+                worker.life.stop(worker.name, deadline)
 
-    def _running(self, job_id: str) -> _Worker | None:
+    def _running(self, job_id: str) -> Worker | None:
         return next((w for w in self._workers if w.job_id == job_id), None)
 
-    def _track(self, coro: Any, *, name: str, into: set[asyncio.Task[None]] | None = None) -> None:
+    def _track(self, coro: Coroutine[Any, Any, None], *, name: str,
+               into: set[asyncio.Task[None]] | None = None) -> None:
         tasks = self._tasks if into is None else into
         task = asyncio.create_task(coro, name=name)
         tasks.add(task)

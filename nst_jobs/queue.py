@@ -29,7 +29,7 @@ from nst_jobs.errors import JobFinishedError, NotAllowedError
 from nst_jobs.fairness import Waiting, fair_order
 from nst_jobs.models import Job, JobRequest, JobState, JobUpdate
 from nst_jobs.store import JobStore
-from nst_jobs.work import WorkPayload
+from nst_jobs.work import WorkFunction, WorkPayload, perform
 
 __all__ = ["JobInputs", "JobQueue", "make_backend"]
 
@@ -53,9 +53,16 @@ class JobInputs:
     styles: tuple[bytes, ...]
 
 
-def make_backend(config: QueueConfig) -> Backend:
-    """The backend named by `config.backend` (imported lazily: Celery only when asked for)."""
+def make_backend(config: QueueConfig, *, work: WorkFunction = perform) -> Backend:
+    """The backend named by `config.backend` (imported lazily: Celery only when asked for).
+
+    `work` is the job function the embedded executor's workers run (see `LocalExecutor`); Celery workers run the
+    task of `nst_jobs.celery_app`, so another function with the celery backend is refused rather than ignored.
+    """
     if config.backend == "celery":
+        if work is not perform:
+            raise ValueError("a work function other than nst_jobs.work.perform needs backend 'local' (Celery workers "
+                             "run their own task)")
         try:
             from nst_jobs.celery_backend import CeleryBackend
         except ImportError as exc:
@@ -65,7 +72,7 @@ def make_backend(config: QueueConfig) -> Backend:
         return CeleryBackend(config)
     from nst_jobs.local import LocalExecutor
 
-    return LocalExecutor(config)
+    return LocalExecutor(config, work=work)
 
 
 def _owner_is_gone(owner: str | None) -> bool:
@@ -89,11 +96,17 @@ def _owner_is_gone(owner: str | None) -> bool:
 
 
 class JobQueue:
-    """Use as `async with JobQueue(config) as queue:` (or `await queue.start()` / `await queue.close()`)."""
+    """Use as `async with JobQueue(config) as queue:` (or `await queue.start()` / `await queue.close()`).
 
-    def __init__(self, config: QueueConfig, backend: Backend | None = None) -> None:
+    `backend`: the one to use instead of `make_backend(config, work=work)`; `work`: the job function of the embedded
+    executor (default `nst_jobs.work.perform`, the real engine).
+    """
+
+    def __init__(self, config: QueueConfig, backend: Backend | None = None, *, work: WorkFunction = perform) -> None:
+        if backend is not None and work is not perform:
+            raise ValueError("pass either a backend or a work function (give the work function to that backend)")
         self.config = config
-        self.backend = backend if backend is not None else make_backend(config)
+        self.backend = backend if backend is not None else make_backend(config, work=work)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.store: JobStore
         self._owned: set[str] = set()  # running jobs this process handed to its backend

@@ -12,13 +12,13 @@ import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from nst_core.params import StyleParams
 from nst_core.progress import CancelCheck, ProgressEvent
 from nst_core.result import JobResult
 
-__all__ = ["PREVIEW_MAX_SIDE", "REPORT_INTERVAL", "Report", "WorkPayload", "perform", "warm_up"]
+__all__ = ["PREVIEW_MAX_SIDE", "REPORT_INTERVAL", "Report", "WorkFunction", "WorkPayload", "perform", "warm_up"]
 
 #: Minimum seconds between two iteration reports (scale changes and the last iteration always go through).
 REPORT_INTERVAL = 0.25
@@ -55,6 +55,17 @@ class WorkPayload:
             styles=tuple(base64.b64decode(s) for s in data["styles"]), output_format=data["output_format"],
             max_output_bytes=data["max_output_bytes"], preview_interval=data["preview_interval"],
         )
+
+
+class WorkFunction(Protocol):
+    """The shape of `perform`: what a worker calls to run one job.
+
+    The embedded executor takes one (`LocalExecutor(config, work=...)`, default `perform`), e.g. to instrument
+    jobs; a spawned worker receives it pickled, so it must be a module-level function or a picklable object.
+    """
+
+    def __call__(self, payload: WorkPayload, *, report: Report, should_cancel: CancelCheck | None = None,
+                 device: str = "auto") -> JobResult: ...
 
 
 def _jpeg(event: ProgressEvent) -> bytes | None:

@@ -3,6 +3,9 @@
 `BotEnv` starts a `FakeDiscord`, writes the bot's configuration with the endpoints pointed at it, starts the bot
 with the fake's token and waits until it is connected; helpers send commands and wait for what the bot does. Any
 ERROR logged anywhere (a task exception in discord.py, a reporter failure) fails the test in the fixture.
+
+The bot's workers run the real engine through a gate (`env.gate`, tests/gates.py), open unless a test closes it: a
+test that acts on a running job closes the gate first, so the job waits, visibly running, until the test opens it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import pytest_asyncio
 from fake_discord import EPHEMERAL, ErrorRecorder, FakeDiscord
+from gates import Gate
 from PIL import Image
 
 from bot.app import StyleBot, create_bot
@@ -38,6 +42,7 @@ class BotEnv:
     data_dir: Path
     overrides: dict[str, Any]
     errors: ErrorRecorder
+    gate: Gate
     bot: StyleBot | None = None
     task: asyncio.Task[None] | None = None
     logs: list[logging.LogRecord] = field(default_factory=list)
@@ -55,7 +60,7 @@ class BotEnv:
         return BotConfig.from_mapping(deep_merge(base, self.overrides), source="test config")
 
     async def start(self) -> StyleBot:
-        self.bot = create_bot(self.config(), guild_ready_timeout=0.1)
+        self.bot = create_bot(self.config(), guild_ready_timeout=0.1, work=self.gate.work())
         self.task = asyncio.create_task(self.bot.start(self.fake.token))
         deadline = time.monotonic() + 60
         while not self.bot.is_ready():
@@ -174,7 +179,7 @@ async def bot_env_factory(tmp_path: Path) -> AsyncIterator[Any]:
         fake = FakeDiscord()
         await fake.start()
         fakes.append(fake)
-        env = BotEnv(fake, tmp_path / f"data{len(envs)}", overrides, errors)
+        env = BotEnv(fake, tmp_path / f"data{len(envs)}", overrides, errors, Gate(tmp_path / f"gate{len(envs)}"))
         envs.append(env)
         await env.start()
         return env
@@ -184,6 +189,7 @@ async def bot_env_factory(tmp_path: Path) -> AsyncIterator[Any]:
     finally:
         try:
             for env in envs:
+                env.gate.open()  # nothing stays held (a held job also stops on the executor's cancel at close)
                 await env.stop()
             for fake in fakes:
                 await fake.close()

@@ -5,7 +5,8 @@
 JOBS_JSON (optional) is a list of {"user": ..., "params": {...}} to submit first. The process then runs jobs and
 "delivers" each finished one by appending its id to DELIVERIES, guarded by `mark_delivered` exactly as a front end
 would, and exits once nothing is waiting, running or undelivered. Killing it with SIGKILL at any point must lose
-nothing: a new runner on the same DATA_DIR finishes the work.
+nothing: a new runner on the same DATA_DIR finishes the work. With NST_TEST_GATE set (tests/gates.py), its worker
+runs the engine through that gate, so the test can hold a job mid-run.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ import os
 import sys
 from pathlib import Path
 
+from gates import GATE_ENV, GatedWork
+
 from nst_core import StyleParams
 from nst_jobs import JobRequest, JobState, QueueConfig
 from nst_jobs.queue import JobQueue
+from nst_jobs.work import WorkFunction, perform
 
 DATA = Path(__file__).parent / "data"
 
@@ -29,7 +33,8 @@ async def main(data_dir: Path, deliveries: Path, jobs: list[dict[str, object]]) 
                          heartbeat_seconds=0.5, per_user_cap=20, global_cap=50)
     content = (DATA / "chelsea_128.png").read_bytes()
     style = (DATA / "starry_night_128.jpg").read_bytes()
-    async with JobQueue(config) as queue:
+    work: WorkFunction = GatedWork.from_env() if GATE_ENV in os.environ else perform
+    async with JobQueue(config, work=work) as queue:
         for spec in jobs:
             job = await queue.submit(JobRequest(params=StyleParams.from_dict(spec["params"]), content=content,
                                                 styles=(style,), requester=str(spec["user"])))

@@ -98,8 +98,9 @@ async def test_queue_and_cancel_commands(bot_env_factory, content_bytes, style_b
     env: BotEnv = await bot_env_factory()
     empty = await env.fake.send_interaction("queue")
     assert "You have no jobs waiting or running" in await env.ephemeral_text(empty)
+    env.gate.close()  # the first job stays running (held after its first iteration) until it is cancelled
     running = await env.stylize(env.attachment(content_bytes), env.attachment(style_bytes, "s.jpg", "image/jpeg"),
-                                size=96, iterations=60)
+                                size=64, iterations=12)
     await env.response(running)
     msg = await env.wait_message(env.original_id(running), lambda m: "🎨" in m["content"])
     running_id = msg["content"].split("`")[1]

@@ -18,10 +18,13 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
 
 async def test_happy_path_defer_progress_result_buttons(bot_env_factory, content_bytes, style_bytes) -> None:
     env: BotEnv = await bot_env_factory()
+    env.gate.close()  # the job goes from one iteration report to the next only once the bot has shown it
     payload = await env.stylize(env.attachment(content_bytes), env.attachment(style_bytes, "starry.jpg", "image/jpeg"),
                                 size=64, iterations=40)
     response = await env.response(payload)
     assert response["type"] == 5  # deferred within the 3 s window
+    await step_until_a_preview_is_shown(env, env.original_id(payload))
+    env.gate.open()
     final = await env.wait_final(payload)
     assert "✅ Done" in final["content"], final["content"]
     assert " iterations · seed " in final["content"] and "PNG (" in final["content"]
@@ -45,13 +48,28 @@ async def test_happy_path_defer_progress_result_buttons(bot_env_factory, content
         assert img.format == "JPEG"
 
 
-LONG = {"size": 128, "iterations": 400}  # a job that runs for seconds, to act on while it runs
+async def step_until_a_preview_is_shown(env: BotEnv, message_id: str) -> None:
+    """With the gate closed: let the job on one iteration report at a time, each once the bot has shown it, until a
+    progress edit carried a preview (the bot attaches one to every 2nd edit, when the worker has sent a new one)."""
+    iteration = 0
+    while not any(a["filename"].startswith("preview-") for m in env.fake.message_history(message_id)
+                  for a in m["attachments"]):
+        _, iteration = await env.gate.wait_held(beyond=iteration)
+        await env.wait_message(message_id, lambda m, i=iteration: f"iteration {i}/" in m["content"])
+        env.gate.step()
+
+
+#: A job held at the gate (closed by start_and_wait_running) while the test acts on it: its size does not matter.
+HELD = {"size": 64, "iterations": 12}
 TINY = {"size": 64, "iterations": 8}
 
 
 async def start_and_wait_running(env: BotEnv, content_bytes: bytes, style_bytes: bytes, **options):
+    """Close the gate and start a job; it stays running (held after its first iteration report, shown by the bot)
+    until the test opens `env.gate`, or cancels it."""
+    env.gate.close()
     payload = await env.stylize(env.attachment(content_bytes), env.attachment(style_bytes, "s.jpg", "image/jpeg"),
-                                **(options or LONG))
+                                **(options or HELD))
     await env.response(payload)
     msg = await env.wait_message(env.original_id(payload), lambda m: "🎨 `[" in m["content"], timeout=30)
     return payload, msg["content"].split("`")[1]
@@ -104,7 +122,7 @@ async def test_reroll_clicked_after_a_restart(bot_env_factory, content_bytes, st
 async def test_queue_position_updates_when_the_job_ahead_finishes(bot_env_factory, content_bytes,
                                                                   style_bytes) -> None:
     env: BotEnv = await bot_env_factory()
-    first, _ = await start_and_wait_running(env, content_bytes, style_bytes, size=96, iterations=60)
+    first, _ = await start_and_wait_running(env, content_bytes, style_bytes)
     second_user, third_user = env.fake.add_user("bee"), env.fake.add_user("cee")
     second = await env.stylize(env.attachment(content_bytes), env.attachment(style_bytes, "s.jpg", "image/jpeg"),
                                user=second_user, **TINY)
@@ -114,6 +132,7 @@ async def test_queue_position_updates_when_the_job_ahead_finishes(bot_env_factor
     await env.response(third)
     await env.wait_message(env.original_id(third), lambda m: "position 2 of 2" in m["content"], timeout=10)
     await env.wait_message(env.original_id(second), lambda m: "next in line" in m["content"], timeout=10)
+    env.gate.open()  # the job ahead finishes now
     await env.wait_final(first)
     await env.wait_final(third)
     texts = [m["content"] for m in env.fake.message_history(env.original_id(third))]
@@ -125,8 +144,9 @@ async def test_queue_position_updates_when_the_job_ahead_finishes(bot_env_factor
 
 async def test_token_expiry_mid_job_continues_in_the_channel(bot_env_factory, content_bytes, style_bytes) -> None:
     env: BotEnv = await bot_env_factory()
-    _, job_id = await start_and_wait_running(env, content_bytes, style_bytes, size=96, iterations=60)
+    _, job_id = await start_and_wait_running(env, content_bytes, style_bytes, size=96, iterations=12)
     env.fake.advance_clock(15 * 60 + 1)  # the interaction token is now expired
+    env.gate.open()  # the job goes on, and ends, with the token expired
     user_id = env.fake.user["id"]
 
     def delivered(messages):
@@ -153,9 +173,14 @@ async def test_channel_closed_to_the_bot_falls_back_to_a_direct_message(bot_env_
                                                                         style_bytes) -> None:
     env: BotEnv = await bot_env_factory(progress={"token_fallback_seconds": 1})
     env.fake.channel_posts_forbidden = True
+    env.gate.close()
     payload = await env.stylize(env.attachment(content_bytes), env.attachment(style_bytes, "s.jpg", "image/jpeg"),
-                                size=64, iterations=30)
+                                **HELD)
     await env.response(payload)
+    await env.gate.wait_held()
+    # The job is held, running, while the token's fallback deadline (1 s after the command reached the bot) passes.
+    await asyncio.sleep(1.0)
+    env.gate.open()
     for _ in range(3000):
         dms = [m for m in env.fake.messages.values() if m["channel_id"] in env.fake.dm_channels
                and "✅ Done" in m["content"]]
@@ -167,8 +192,9 @@ async def test_channel_closed_to_the_bot_falls_back_to_a_direct_message(bot_env_
 
 async def test_rate_limited_progress_edit_is_retried(bot_env_factory, content_bytes, style_bytes) -> None:
     env: BotEnv = await bot_env_factory()
-    payload, _ = await start_and_wait_running(env, content_bytes, style_bytes, size=96, iterations=40)
+    payload, _ = await start_and_wait_running(env, content_bytes, style_bytes)
     env.fake.rate_limit_next("PATCH", r"/webhooks/.*/messages/", retry_after=0.4)
+    env.gate.open()  # the next edit (progress, or the result) is answered with a 429
     final = await env.wait_final(payload)
     assert "✅ Done" in final["content"]
     edits = [r for r in env.fake.requests if r.method == "PATCH" and "/webhooks/" in r.path]
@@ -178,9 +204,10 @@ async def test_rate_limited_progress_edit_is_retried(bot_env_factory, content_by
 
 async def test_gateway_reconnect_mid_job_keeps_the_job(bot_env_factory, content_bytes, style_bytes) -> None:
     env: BotEnv = await bot_env_factory()
-    payload, _ = await start_and_wait_running(env, content_bytes, style_bytes, size=96, iterations=40)
+    payload, _ = await start_and_wait_running(env, content_bytes, style_bytes)
     await env.fake.request_reconnect()
     await env.fake.wait_for_gateway(6, timeout=10)
+    env.gate.open()
     final = await env.wait_final(payload)
     assert "✅ Done" in final["content"] and final["attachments"]
     assert env.fake.resume_count == 1 and env.fake.identify_count == 1
@@ -202,13 +229,14 @@ async def test_result_over_the_upload_limit_is_reencoded(bot_env_factory, conten
 async def test_a_restart_mid_job_loses_nothing_and_finishes_in_the_same_replies(bot_env_factory, content_bytes,
                                                                                  style_bytes) -> None:
     env: BotEnv = await bot_env_factory()
-    running, running_id = await start_and_wait_running(env, content_bytes, style_bytes, size=96, iterations=60)
+    running, running_id = await start_and_wait_running(env, content_bytes, style_bytes)
     other = env.fake.add_user("other")
     waiting = await env.stylize(env.attachment(content_bytes), env.attachment(style_bytes, "s.jpg", "image/jpeg"),
                                 user=other, **TINY)
     await env.response(waiting)
     await env.wait_message(env.original_id(waiting), lambda m: "⏳" in m["content"])
     await env.restart()  # e.g. `docker compose restart`: a graceful stop while one job runs and one waits
+    env.gate.open()  # the restarted bot runs the interrupted job again (held once more until now), then the other
     for payload in (running, waiting):
         final = await env.wait_final(payload)
         assert "✅ Done" in final["content"], final["content"]
@@ -223,11 +251,12 @@ async def test_a_job_whose_reply_was_never_saved_is_still_delivered_in_its_chann
     import sqlite3
 
     env: BotEnv = await bot_env_factory()
-    _, job_id = await start_and_wait_running(env, content_bytes, style_bytes, size=96, iterations=60)
+    _, job_id = await start_and_wait_running(env, content_bytes, style_bytes)
     await env.stop()
     with sqlite3.connect(env.data_dir / "bot.sqlite3") as db:  # as if the bot died between submit and saving
         db.execute("DELETE FROM replies")
     await env.start()
+    env.gate.open()
     user_id = env.fake.user["id"]
     for _ in range(3000):
         done = [m for m in env.fake.messages_in_channel() if "✅ Done" in m["content"]]

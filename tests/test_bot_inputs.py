@@ -110,8 +110,9 @@ async def test_per_user_cap_and_full_queue(bot_env_factory, content_bytes, style
 
     def send(user=None, **options):
         return env.stylize(env.attachment(content_bytes), env.attachment(style_bytes, "s.jpg", "image/jpeg"),
-                           user=user, **{**{"size": 64, "iterations": 40}, **options})
+                           user=user, **{**{"size": 64, "iterations": 12}, **options})
 
+    env.gate.close()  # the first job stays running (held after its first iteration) until the caps were checked
     first = await send()
     await env.wait_message((await env.response(first)) and env.original_id(first), lambda m: "`" in m["content"])
     assert "you already have 1 job waiting or running (this server allows 1)" in await refused(env, await send())
@@ -122,6 +123,7 @@ async def test_per_user_cap_and_full_queue(bot_env_factory, content_bytes, style
     full = await send(user=third)
     assert "the queue is full (2 jobs waiting or running)" in await refused(env, full)
     assert (await env.response(full))["type"] == 4  # refused at once, before deferring
+    env.gate.open()
     await env.wait_final(first)
     await env.wait_final(second)
 
@@ -139,8 +141,9 @@ async def test_cooldown_between_two_jobs(bot_env_factory, content_bytes, style_b
 
 async def test_a_job_that_fails_says_why(bot_env_factory, content_bytes, style_bytes) -> None:
     env: BotEnv = await bot_env_factory()
+    env.gate.close()  # the first job stays running (held after its first iteration) while the second waits
     first = await env.stylize(env.attachment(content_bytes), env.attachment(style_bytes, "s.jpg", "image/jpeg"),
-                              size=96, iterations=60)
+                              size=64, iterations=12)
     await env.response(first)
     await env.wait_message(env.original_id(first), lambda m: "🎨" in m["content"])
     other = env.fake.add_user("other")
@@ -150,6 +153,7 @@ async def test_a_job_that_fails_says_why(bot_env_factory, content_bytes, style_b
     waiting = await env.wait_message(env.original_id(second), lambda m: "⏳" in m["content"])
     job_id = waiting["content"].split("`")[1]
     (env.data_dir / "jobs" / job_id / "content").unlink()  # e.g. removed by a disk clean-up while it waited
+    env.gate.open()
     final = await env.wait_final(second)
     assert "❌ Failed: the job's input files are gone" in final["content"]
     assert final["attachments"] == [] and not final["components"]

@@ -6,8 +6,12 @@ once); cancel stops a running job within seconds and a queued one never runs; a 
 was down is still delivered; a mistyped broker gives one clear line.
 
 Workers get a 12 s visibility timeout (11 s time limit) so a killed worker's job comes back quickly, and one torch
-thread each (2 cores shared by everything). `nst stylize --broker` runs as `python -m nst_jobs.cli`, the module the
-installed `nst` command runs (pyproject.toml); `python -m nst_core` is the engine alone and refuses `--broker`.
+thread each (2 cores shared by everything). They run the project's app through a gate (tests/gated_celery_worker.py,
+tests/gates.py): a test that acts on a running job closes the gate, and the job waits, running, until it is opened.
+A job that must finish stays small (at most 20 iterations at 64 px): each run has to end within that 11 s time
+limit, on a loaded machine too (40 iterations took 7.5 s there, held time included). `nst stylize --broker` runs as
+`python -m nst_jobs.cli`, the module the installed `nst` command runs (pyproject.toml); `python -m nst_core` is the
+engine alone and refuses `--broker`.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ import sys
 import time
 import tomllib
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from gates import Gate
 from PIL import Image
 from redis_server import free_port, redis_url  # noqa: F401 - the fixture
 
@@ -53,14 +59,17 @@ NST = [sys.executable, "-m", "nst_jobs.cli"]
 
 
 class Worker:
-    """One `celery -A nst_jobs.celery_app worker` process group (main process + one prefork child); `app` and `env`
-    run another app (the test-side stub) the same way."""
+    """One worker process group (main process + one prefork child): by default `nst_jobs.celery_app` run through
+    `gate` (`celery -A gated_celery_worker worker`); `app` and `env` run another app (the test-side stub) the same
+    way."""
 
-    def __init__(self, name: str, broker: str, log: Path, *, app: str = "nst_jobs.celery_app",
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(self, name: str, broker: str, log: Path, gate: Gate | None = None, *,
+                 app: str = "gated_celery_worker", env: dict[str, str] | None = None) -> None:
         self.name = name
         self.log = log
-        env = {**os.environ, "NST_BROKER_URL": broker, "NST_DEVICE": "cpu",
+        pythonpath = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)
+        env = {**os.environ, **(gate.env() if gate else {}), "PYTHONPATH": pythonpath, "NST_BROKER_URL": broker,
+               "NST_DEVICE": "cpu",
                "NST_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT), "NST_TIME_LIMIT": str(TIME_LIMIT),
                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
         with log.open("wb") as out:
@@ -94,11 +103,12 @@ class Workers:
     def __init__(self, broker: str, folder: Path) -> None:
         self.broker = broker
         self.folder = folder
+        self.gate = Gate(folder / "gate")
         self.all: list[Worker] = []
         self.current: Worker | None = None
 
     def start(self, name: str) -> Worker:
-        worker = Worker(name, self.broker, self.folder / f"{name}.log")
+        worker = Worker(name, self.broker, self.folder / f"{name}.log", self.gate)
         self.all.append(worker)
         worker.wait_ready()
         self.current = worker
@@ -130,6 +140,14 @@ def workers(redis_url, tmp_path_factory):  # noqa: F811
 @pytest.fixture
 def worker(workers) -> Worker:
     return workers.ensure()
+
+
+@pytest.fixture
+def gate(workers) -> Iterator[Gate]:
+    """The workers' gate, open again after each test (the workers outlive the test)."""
+    workers.gate.open()
+    yield workers.gate
+    workers.gate.open()
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------------
@@ -171,6 +189,14 @@ class RecordingSink:
 
     def of(self, kind: str, job_id: str) -> list[Any]:
         return [data for k, j, data in self.calls if k == kind and j == job_id]
+
+    async def wait_for_iteration(self, job_id: str, iteration: int, timeout: float) -> None:
+        """Until the backend has relayed the progress of `iteration`."""
+        deadline = time.monotonic() + timeout
+        while not any(e["kind"] == "iteration" and e["iteration"] == iteration for e in self.of("progress", job_id)):
+            if time.monotonic() > deadline:
+                pytest.fail(f"no progress for iteration {iteration} of {job_id} within {timeout} s")
+            await asyncio.sleep(0.05)
 
     def ends(self, job_id: str) -> list[str]:
         return [k for k, j, _ in self.calls if j == job_id and k in ("done", "failed", "cancelled")]
@@ -245,28 +271,35 @@ def test_celery_backend_with_unreachable_broker_fails_to_start_with_a_clear_mess
 # ---- CeleryBackend with a worker -----------------------------------------------------------------------------------
 
 
-def test_worker_runs_a_job_with_progress_and_returns_the_picture(worker, redis_url, tmp_path):  # noqa: F811
+def test_worker_runs_a_job_with_progress_and_returns_the_picture(worker, gate, redis_url, tmp_path):  # noqa: F811
     async def scenario() -> None:
         backend = CeleryBackend(config(redis_url, tmp_path), poll_interval=0.2)
         sink = RecordingSink()
         await backend.start(sink)
         try:
-            job = payload(64, 40)
+            job = payload(64, 12)
             assert backend.free_slots() == 2
+            gate.close()  # the job goes on from an iteration report only once the backend has relayed it
             await backend.dispatch(job)
             assert backend.free_slots() == 1
+            iteration = 0
+            for _ in range(3):
+                _, iteration = await gate.wait_held(beyond=iteration)
+                await sink.wait_for_iteration(job.job_id, iteration, 30)
+                gate.step()
+            gate.open()
             (result,) = await sink.wait_for("done", job.job_id, 60)
             assert backend.free_slots() == 2
         finally:
             await backend.close()
         assert_png(result, 64)
-        assert result.iterations == 40
+        assert result.iterations == 12
         assert result.device == "cpu"
         assert len(sink.of("started", job.job_id)) == 1
         iterations = [e["iteration"] for e in sink.of("progress", job.job_id) if e["kind"] == "iteration"]
         assert len(set(iterations)) >= 3, iterations
         assert iterations == sorted(iterations)
-        assert iterations[-1] <= 40  # the last one may be overtaken by the result
+        assert iterations[-1] <= 12  # the last one may be overtaken by the result
         assert sink.ends(job.job_id) == ["done"]
         kinds = [k for k, j, _ in sink.calls if j == job.job_id]
         assert kinds[0] == "started"
@@ -292,7 +325,7 @@ def test_a_bad_image_fails_once_with_a_message_for_the_user(worker, redis_url, t
     asyncio.run(scenario())
 
 
-def test_cancel_stops_a_running_job_and_a_queued_one_never_runs(worker, redis_url, tmp_path):  # noqa: F811
+def test_cancel_stops_a_running_job_and_a_queued_one_never_runs(worker, gate, redis_url, tmp_path):  # noqa: F811
     app = make_celery(redis_url, time_limit=TIME_LIMIT, visibility_timeout=VISIBILITY_TIMEOUT)
 
     async def scenario() -> tuple[str, str]:
@@ -300,7 +333,8 @@ def test_cancel_stops_a_running_job_and_a_queued_one_never_runs(worker, redis_ur
         sink = RecordingSink()
         await backend.start(sink)
         try:
-            running, queued = payload(96, 300), payload(64, 8)
+            running, queued = payload(64, 20), payload(64, 8)
+            gate.close()  # the running job stays running (held after its first iteration) until it is cancelled
             await backend.dispatch(running)
             await backend.dispatch(queued)  # one worker process, prefetch 1: this one waits in Redis
             await sink.wait_for("progress", running.job_id, 60)
@@ -338,7 +372,7 @@ def test_cancel_stops_a_running_job_and_a_queued_one_never_runs(worker, redis_ur
     assert redis.Redis.from_url(redis_url).ttl(cancel_key(running_id)) > 3600
 
 
-def test_a_job_still_running_after_the_grace_period_is_killed_and_not_run_again(worker, redis_url,  # noqa: F811
+def test_a_job_still_running_after_the_grace_period_is_killed_and_not_run_again(worker, gate, redis_url,  # noqa: F811
                                                                                   tmp_path):
     async def scenario() -> str:
         # No grace at all: the hard revoke (SIGKILL of the worker process) races the cooperative stop.
@@ -346,7 +380,8 @@ def test_a_job_still_running_after_the_grace_period_is_killed_and_not_run_again(
         sink = RecordingSink()
         await backend.start(sink)
         try:
-            job = payload(96, 300)
+            job = payload(64, 20)
+            gate.close()  # the job stays running (held after its first iteration) until it is cancelled
             await backend.dispatch(job)
             await sink.wait_for("progress", job.job_id, 60)
             await backend.cancel(job.job_id)
@@ -420,13 +455,15 @@ def test_nst_stylize_with_broker_runs_on_the_worker_and_writes_the_file(worker, 
     assert "scale 1/1" in proc.stderr  # the same progress bar as a local run
 
 
-def test_ctrl_c_on_nst_stylize_with_broker_cancels_the_job_on_the_worker(worker, redis_url, tmp_path):  # noqa: F811
+def test_ctrl_c_on_nst_stylize_with_broker_cancels_the_job_on_the_worker(worker, gate, redis_url,  # noqa: F811
+                                                                           tmp_path):
     client = redis.Redis.from_url(redis_url)
     before = set(client.keys("celery-task-meta-*"))
     out = tmp_path / "cat.png"
+    gate.close()  # the job stays running on the worker (held after its first iteration) until it is cancelled
     proc = subprocess.Popen(
-        [*NST, "stylize", CONTENT, STARRY, "-o", out, "--size", "96", "--iterations",
-         "300", "--scales", "1", "--broker", redis_url],
+        [*NST, "stylize", CONTENT, STARRY, "-o", out, "--size", "64", "--iterations",
+         "20", "--scales", "1", "--broker", redis_url],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         deadline = time.monotonic() + 60
@@ -498,9 +535,8 @@ def stub_broker(redis_url, tmp_path_factory):  # noqa: F811
     """The broker URL of a running tests/celery_stub_worker.py worker (its own Redis database)."""
     broker = redis_url.rsplit("/", 1)[0] + "/5"
     redis.Redis.from_url(broker).flushdb()
-    pythonpath = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)
     worker = Worker("stub", broker, tmp_path_factory.mktemp("stub") / "stub.log", app="celery_stub_worker",
-                    env={"STUB_BROKER_URL": broker, "PYTHONPATH": pythonpath})
+                    env={"STUB_BROKER_URL": broker})
     try:
         worker.wait_ready()
         yield broker
@@ -580,7 +616,8 @@ def test_celery_backend_reports_a_lost_worker_for_a_retry_and_a_second_dispatch_
 # ---- a worker dies mid-job -----------------------------------------------------------------------------------------
 
 
-def test_a_job_whose_worker_is_killed_finishes_on_another_worker_once(workers, redis_url, tmp_path):  # noqa: F811
+def test_a_job_whose_worker_is_killed_finishes_on_another_worker_once(workers, gate, redis_url,  # noqa: F811
+                                                                     tmp_path):
     first = workers.ensure()
     app = make_celery(redis_url, time_limit=TIME_LIMIT, visibility_timeout=VISIBILITY_TIMEOUT)
 
@@ -589,7 +626,8 @@ def test_a_job_whose_worker_is_killed_finishes_on_another_worker_once(workers, r
         sink = RecordingSink()
         await backend.start(sink)
         try:
-            job = payload(64, 60)
+            job = payload(64, 12)
+            gate.close()  # the job is held, running, when its worker is killed
             await backend.dispatch(job)
             await sink.wait_for("progress", job.job_id, 60)
             first.kill()
@@ -600,6 +638,7 @@ def test_a_job_whose_worker_is_killed_finishes_on_another_worker_once(workers, r
             await backend.cancel(orphan.job_id)
             assert sink.ends(orphan.job_id) == ["cancelled"]
 
+            gate.open()  # the job runs through on the next worker
             second = await asyncio.to_thread(workers.start, f"w{len(workers.all) + 1}")
             (result,) = await sink.wait_for("done", job.job_id, VISIBILITY_TIMEOUT + 60)
             await asyncio.sleep(1.5)
@@ -607,7 +646,7 @@ def test_a_job_whose_worker_is_killed_finishes_on_another_worker_once(workers, r
             await backend.close()
         assert app.backend.get_task_meta(orphan.job_id)["result"] == {"status": "cancelled"}
         assert_png(result, 64)
-        assert result.iterations == 60
+        assert result.iterations == 12
         assert sink.ends(job.job_id) == ["done"]  # once, and no failure for the lost worker
         assert len(sink.of("started", job.job_id)) == 1
         assert f"Task nst.stylize[{job.job_id}] succeeded" in second.text()  # the second worker ran it
@@ -616,7 +655,8 @@ def test_a_job_whose_worker_is_killed_finishes_on_another_worker_once(workers, r
     assert first.proc.returncode == -signal.SIGKILL
 
 
-def test_the_job_queue_on_the_celery_backend_and_its_restart_reconciliation(worker, redis_url, tmp_path):  # noqa: F811
+def test_the_job_queue_on_the_celery_backend_and_its_restart_reconciliation(worker, gate, redis_url,  # noqa: F811
+                                                                            tmp_path):
     """The same JobQueue API a front end uses, on Celery: submit, progress, result; then a queue process that stops
     while a job runs and a new one on the same data directory that picks the job's result up from Celery."""
     from nst_jobs import JobRequest, JobState
@@ -637,7 +677,8 @@ def test_the_job_queue_on_the_celery_backend_and_its_restart_reconciliation(work
             done = await queue.get(job.id)
             assert done.state == JobState.DONE and "progress" in kinds
             assert Image.open(io.BytesIO(queue.result_bytes(done))).size == (64, 42)
-            # a second job, and the queue stops while it runs (the bot restarts)
+            # a second job, and the queue stops while it runs (the bot restarts): it is held at the gate meanwhile
+            gate.close()
             second = await queue.submit(request)
             async for update in queue.subscribe(second.id):
                 if update.kind == "progress":
@@ -657,6 +698,7 @@ def test_the_job_queue_on_the_celery_backend_and_its_restart_reconciliation(work
         return await queue.get(job_id)
 
     _, second_id = asyncio.run(first())
+    gate.open()  # the job goes on on its worker, with no queue watching
     asyncio.run(after_restart(second_id))
 
 
@@ -687,10 +729,11 @@ def test_a_job_no_worker_takes_fails_with_a_reason_instead_of_waiting_for_ever(r
     asyncio.run(scenario())
 
 
-def test_a_job_past_the_time_limit_fails_once_and_is_not_retried(worker, redis_url, tmp_path):  # noqa: F811
+def test_a_job_past_the_time_limit_fails_once_and_is_not_retried(worker, gate, redis_url, tmp_path):  # noqa: F811
     """Celery's hard time limit kills the job: it would only run out of time again, so the user is told why at once
-    instead of waiting for max_attempts more runs."""
-    params = StyleParams(size=128, iterations=5000, scales=1, device="cpu", seed=1, early_stop=0.0).to_dict()
+    instead of waiting for max_attempts more runs. The job is held at the gate past the limit."""
+    gate.close()
+    params = StyleParams(size=64, iterations=20, scales=1, device="cpu", seed=1).to_dict()
     job = WorkPayload(job_id=uuid.uuid4().hex, params=params, content=CONTENT.read_bytes(),
                       styles=(STARRY.read_bytes(),))
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gates import Gate
 from PIL import Image
 
 from nst_core.params import StyleParams
@@ -25,15 +26,20 @@ from nst_core.result import JobResult
 from nst_jobs.config import QueueConfig
 from nst_jobs.local import LocalExecutor
 from nst_jobs.loop_lag import measure_loop_lag, percentile
-from nst_jobs.work import WorkPayload
+from nst_jobs.work import WorkFunction, WorkPayload, perform
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(180)]
 
 SMALL = {"size": 64, "iterations": 20}
-#: Runs for many seconds: long enough to be cancelled or killed in the middle.
-LONG = {"size": 96, "iterations": 400, "early_stop": 0.0}
 #: A few seconds of work, to watch the event loop while it runs.
 MEDIUM = {"size": 96, "iterations": 30, "early_stop": 0.0}
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Gate:
+    """Workers given `gate.work()` run the real engine through it: a job to cancel or kill in the middle is held
+    there (closed gate) instead of being made long."""
+    return Gate(tmp_path / "gate")
 
 
 @pytest.fixture(autouse=True)
@@ -104,8 +110,9 @@ def make_payload(job_id: str, content: bytes, style: bytes, **params: Any) -> Wo
 
 
 @contextlib.asynccontextmanager
-async def running(kind: str, sink: RecordingSink, tmp_path: Path, **config: Any) -> AsyncIterator[LocalExecutor]:
-    executor = LocalExecutor(QueueConfig(data_dir=tmp_path, executor=kind, devices=("cpu",), **config))
+async def running(kind: str, sink: RecordingSink, tmp_path: Path, *, work: WorkFunction = perform,
+                  **config: Any) -> AsyncIterator[LocalExecutor]:
+    executor = LocalExecutor(QueueConfig(data_dir=tmp_path, executor=kind, devices=("cpu",), **config), work=work)
     await executor.start(sink)
     try:
         yield executor
@@ -174,20 +181,27 @@ async def test_event_loop_stays_responsive_while_a_job_runs(kind, tmp_path, cont
     sink = RecordingSink()
     async with running(kind, sink, tmp_path) as executor:
         lags: list[float] = []
+        runs = ["busy"]
         async with measure_loop_lag(lags):
-            await executor.dispatch(make_payload("busy", content_bytes, style_bytes, **MEDIUM))
-            await sink.wait_end("busy")
+            while True:  # as many jobs as it takes to watch the loop at least 50 times while one computes
+                await executor.dispatch(make_payload(runs[-1], content_bytes, style_bytes, **MEDIUM))
+                await sink.wait_end(runs[-1])
+                if len(lags) > 50:
+                    break
+                runs.append(f"busy-{len(runs) + 1}")
         assert sink.outcomes("busy") == ["done"]
+        assert all(sink.outcomes(job_id) == ["done"] for job_id in runs)
         assert len(lags) > 50
         p99 = percentile(lags, 0.99)
         assert p99 < 0.100, f"p99 event-loop lag {p99 * 1000:.0f} ms in {kind} mode"
 
 
-async def test_cancel_stops_a_running_job_and_the_worker_goes_on(tmp_path, content_bytes, style_bytes):
+async def test_cancel_stops_a_running_job_and_the_worker_goes_on(tmp_path, gate, content_bytes, style_bytes):
     sink = RecordingSink()
-    async with running("process", sink, tmp_path, cancel_grace_seconds=30.0) as executor:
+    async with running("process", sink, tmp_path, work=gate.work(), cancel_grace_seconds=30.0) as executor:
         [worker] = worker_processes()
-        await executor.dispatch(make_payload("long", content_bytes, style_bytes, **LONG))
+        gate.close()  # the job stays running (held after its first iteration) until it is cancelled
+        await executor.dispatch(make_payload("long", content_bytes, style_bytes, **SMALL))
         await sink.wait_progress("long")
         asked = time.monotonic()
         await executor.cancel("long")
@@ -196,16 +210,18 @@ async def test_cancel_stops_a_running_job_and_the_worker_goes_on(tmp_path, conte
         assert sink.ended_at["long"] - asked < 1.5
         assert worker_processes() == [worker]  # stopped cooperatively, not killed
         assert executor.free_slots() == 1
+        gate.open()
         await executor.dispatch(make_payload("next", content_bytes, style_bytes, **SMALL))
         await sink.wait_end("next")
         assert sink.outcomes("next") == ["done"]
 
 
-async def test_crashed_worker_is_replaced_and_the_job_may_retry(tmp_path, content_bytes, style_bytes):
+async def test_crashed_worker_is_replaced_and_the_job_may_retry(tmp_path, gate, content_bytes, style_bytes):
     sink = RecordingSink()
-    async with running("process", sink, tmp_path, cancel_grace_seconds=0.0) as executor:
+    async with running("process", sink, tmp_path, work=gate.work(), cancel_grace_seconds=0.0) as executor:
         [worker] = worker_processes()
-        await executor.dispatch(make_payload("doomed", content_bytes, style_bytes, **LONG))
+        gate.close()  # the job is held, running, when its worker is killed
+        await executor.dispatch(make_payload("doomed", content_bytes, style_bytes, **SMALL))
         await sink.wait_progress("doomed")
         os.kill(worker.pid, signal.SIGKILL)
         await sink.wait_end("doomed", timeout=20)
@@ -216,8 +232,10 @@ async def test_crashed_worker_is_replaced_and_the_job_may_retry(tmp_path, conten
         [respawned] = worker_processes()
         assert respawned.pid != worker.pid
 
-        # A job that does not stop within the grace period (0 s here) is stopped by killing its worker.
-        await executor.dispatch(make_payload("stuck", content_bytes, style_bytes, **LONG))
+        # A job that does not stop within the grace period (0 s here) is stopped by killing its worker. This one is
+        # held at a gate that does not heed its cancel, like a job stuck in a long GPU kernel.
+        gate.close(heed_cancel=False)
+        await executor.dispatch(make_payload("stuck", content_bytes, style_bytes, **SMALL))
         await sink.wait_progress("stuck")
         await executor.cancel("stuck")
         await sink.wait_end("stuck", timeout=20)
@@ -226,6 +244,7 @@ async def test_crashed_worker_is_replaced_and_the_job_may_retry(tmp_path, conten
         [third] = worker_processes()
         assert third.pid != respawned.pid
 
+        gate.open()
         await executor.dispatch(make_payload("after", content_bytes, style_bytes, **SMALL))
         await sink.wait_end("after")
         assert sink.outcomes("after") == ["done"]
@@ -243,18 +262,18 @@ async def test_a_bad_image_fails_with_the_engine_message_and_no_retry(tmp_path, 
         assert executor.free_slots() == 1
 
 
-async def test_a_bug_in_the_job_is_an_internal_error_without_retry(tmp_path, content_bytes, style_bytes, monkeypatch):
-    def broken_perform(*args: Any, **kwargs: Any) -> JobResult:
-        raise ZeroDivisionError("division by zero")
+async def test_a_bug_in_the_job_is_an_internal_error_without_retry(tmp_path, content_bytes, style_bytes):
+    def perform_with_a_bug(payload: WorkPayload, **kwargs: Any) -> JobResult:
+        if payload.job_id == "bug":
+            raise ZeroDivisionError("division by zero")
+        return perform(payload, **kwargs)
 
     sink = RecordingSink()
-    monkeypatch.setattr("nst_jobs.local.perform", broken_perform)
-    async with running("thread", sink, tmp_path) as executor:
+    async with running("thread", sink, tmp_path, work=perform_with_a_bug) as executor:
         await executor.dispatch(make_payload("bug", content_bytes, style_bytes, **SMALL))
         await sink.wait_end("bug")
         assert sink.failed["bug"] == ("internal error: ZeroDivisionError: division by zero", False)
         # The worker survives its job's bug.
-        monkeypatch.undo()
         await executor.dispatch(make_payload("fine", content_bytes, style_bytes, **SMALL))
         await sink.wait_end("fine")
         assert sink.outcomes("fine") == ["done"]

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from gates import Gate
 from PIL import Image
 
 from nst_core import StyleParams
@@ -23,13 +24,19 @@ from nst_jobs import JobFinishedError, JobNotFoundError, JobRequest, JobState, N
 from nst_jobs.queue import JobQueue
 
 QUICK = StyleParams(size=64, iterations=6, scales=1, device="cpu", seed=1)
-LONG = StyleParams(size=96, iterations=400, scales=1, device="cpu", seed=1, early_stop=0.0)
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> QueueConfig:
     return QueueConfig(data_dir=tmp_path / "data", executor="thread", devices=("cpu",), per_user_cap=10,
                        lease_seconds=5.0, heartbeat_seconds=1.0, cancel_grace_seconds=5.0)
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Gate:
+    """The queues' workers run the real engine through this gate: a job that must still be running when the test
+    looks is held at it (closed) until the test opens it."""
+    return Gate(tmp_path / "gate")
 
 
 def _request(user: str, params: StyleParams, content: bytes, style: bytes) -> JobRequest:
@@ -46,26 +53,19 @@ async def _wait_finished(queue: JobQueue, job_id: str, timeout: float = 60.0):
     return await asyncio.wait_for(until_done(), timeout)
 
 
-async def _wait_running(queue: JobQueue, job_id: str, timeout: float = 30.0) -> None:
-    """Until the job reports progress (it is really optimising, not just claimed)."""
-    async def until_progress():
-        async for update in queue.subscribe(job_id):
-            if update.kind == "progress":
-                return
-
-    await asyncio.wait_for(until_progress(), timeout)
-
-
 @pytest.mark.asyncio
-async def test_a_user_with_one_job_is_not_starved_by_a_user_with_five(config, content_bytes, style_bytes):
-    async with JobQueue(config) as queue:
-        first = await queue.submit(_request("A", LONG.replace(iterations=40), content_bytes, style_bytes))
+async def test_a_user_with_one_job_is_not_starved_by_a_user_with_five(config, gate, content_bytes, style_bytes):
+    async with JobQueue(config, work=gate.work()) as queue:
+        gate.close()
+        first = await queue.submit(_request("A", QUICK, content_bytes, style_bytes))
+        await gate.wait_held()  # A's first job runs (and stays running until the gate opens)
         a_jobs = [await queue.submit(_request("A", QUICK, content_bytes, style_bytes)) for _ in range(4)]
         b_job = await queue.submit(_request("B", QUICK, content_bytes, style_bytes))
         # while A's first job runs, B is next in line and A's others wait behind it, in their order
         positions = await queue.positions()
         assert positions[b_job.id] == 1
         assert [positions[j.id] for j in a_jobs] == [2, 3, 4, 5]
+        gate.open()
         for job in [first, *a_jobs, b_job]:
             assert (await _wait_finished(queue, job.id)).state == JobState.DONE
         started = sorted(await queue.jobs(), key=lambda j: j.dispatch_seq)
@@ -73,13 +73,17 @@ async def test_a_user_with_one_job_is_not_starved_by_a_user_with_five(config, co
 
 
 @pytest.mark.asyncio
-async def test_subscriber_sees_position_progress_and_a_decodable_result(config, content_bytes, style_bytes):
-    async with JobQueue(config) as queue:
-        blocker = await queue.submit(_request("A", LONG.replace(iterations=30), content_bytes, style_bytes))
+async def test_subscriber_sees_position_progress_and_a_decodable_result(config, gate, content_bytes, style_bytes):
+    async with JobQueue(config, work=gate.work()) as queue:
+        gate.close()
+        blocker = await queue.submit(_request("A", QUICK, content_bytes, style_bytes))
+        await gate.wait_held()  # the blocker runs, and stays running until the gate opens
         job = await queue.submit(_request("B", QUICK.replace(iterations=20), content_bytes, style_bytes))
         updates = []
         async for update in queue.subscribe(job.id):
             updates.append(update)
+            if len(updates) == 1:
+                gate.open()  # the subscriber has seen its place in line: the blocker may finish
         kinds = [u.kind for u in updates]
         assert updates[0].kind == "state" and updates[0].position == 1  # waiting behind the blocker
         assert [u.job.state for u in updates if u.kind == "state"][-2:] == [JobState.RUNNING, JobState.DONE]
@@ -94,16 +98,17 @@ async def test_subscriber_sees_position_progress_and_a_decodable_result(config, 
 
 
 @pytest.mark.asyncio
-async def test_cancel_waiting_and_running_jobs(config, content_bytes, style_bytes):
-    async with JobQueue(config) as queue:
-        running = await queue.submit(_request("A", LONG, content_bytes, style_bytes))
+async def test_cancel_waiting_and_running_jobs(config, gate, content_bytes, style_bytes):
+    async with JobQueue(config, work=gate.work()) as queue:
+        gate.close()  # the running job stays running (held after its first iteration) until it is cancelled
+        running = await queue.submit(_request("A", QUICK, content_bytes, style_bytes))
         waiting = await queue.submit(_request("A", QUICK, content_bytes, style_bytes))
         with pytest.raises(NotAllowedError, match="not yours to cancel"):
             await queue.cancel(waiting.id, by="B")
         cancelled = await queue.cancel(waiting.id, by="A")
         assert cancelled.state == JobState.CANCELLED and await queue.position(waiting.id) is None
 
-        await _wait_running(queue, running.id)
+        await gate.wait_held()  # it runs: it has reported progress, and waits at the gate
         asked = time.monotonic()
         await queue.cancel(running.id, by="moderator", privileged=True)
         final = await _wait_finished(queue, running.id, timeout=10)
@@ -112,6 +117,7 @@ async def test_cancel_waiting_and_running_jobs(config, content_bytes, style_byte
         with pytest.raises(JobFinishedError, match="already cancelled"):
             await queue.cancel(running.id, by="A")
         # the worker is free again
+        gate.open()
         after = await queue.submit(_request("A", QUICK, content_bytes, style_bytes))
         assert (await _wait_finished(queue, after.id)).state == JobState.DONE
 
@@ -147,16 +153,17 @@ def _db_state(data_dir: Path) -> list[tuple[str, str, int, str | None]]:
         return db.execute("SELECT id, state, attempts, progress FROM jobs ORDER BY seq").fetchall()
 
 
-def test_sigkill_mid_job_loses_nothing_and_delivers_each_result_once(tmp_path: Path):
+def test_sigkill_mid_job_loses_nothing_and_delivers_each_result_once(tmp_path: Path, gate: Gate):
     data_dir, deliveries = tmp_path / "data", tmp_path / "deliveries.txt"
     runner = [sys.executable, str(Path(__file__).parent / "queue_runner.py"), str(data_dir), str(deliveries)]
-    specs = [{"user": "A", "params": LONG.replace(iterations=150).to_dict()}] + [
-        {"user": "A", "params": QUICK.to_dict()} for _ in range(3)]
+    env = {**os.environ, **gate.env(), "OMP_NUM_THREADS": "1"}
+    specs = [{"user": "A", "params": QUICK.to_dict()} for _ in range(4)]
+    gate.close()  # the first job is held, running, until the runner is killed
     first = subprocess.Popen([*runner, json.dumps(specs)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
+                             text=True, env=env)
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # until the long job is running and has reported progress
+        while time.monotonic() < deadline:  # until the first job is running and has reported progress
             rows = _db_state(data_dir) if (data_dir / "jobs.sqlite3").exists() else []
             if len(rows) == 4 and rows[0][1] == "running" and rows[0][3] is not None:
                 break
@@ -171,7 +178,8 @@ def test_sigkill_mid_job_loses_nothing_and_delivers_each_result_once(tmp_path: P
     ids = [row[0] for row in _db_state(data_dir)]
     assert _db_state(data_dir)[0][1] == "running"  # killed mid-job: the row still says running
 
-    second = subprocess.run(runner, capture_output=True, text=True, timeout=180)
+    gate.open()
+    second = subprocess.run(runner, capture_output=True, text=True, timeout=180, env=env)
     assert second.returncode == 0, second.stdout + second.stderr
     rows = _db_state(data_dir)
     assert [row[1] for row in rows] == ["done"] * 4
