@@ -124,14 +124,15 @@ async def test_queue_position_updates_when_the_job_ahead_finishes(bot_env_factor
     env: BotEnv = await bot_env_factory()
     first, _ = await start_and_wait_running(env, content_bytes, style_bytes)
     second_user, third_user = env.fake.add_user("bee"), env.fake.add_user("cee")
+    # One after the other: two commands sent at once may be queued in either order (each downloads its images first).
     second = await env.stylize(env.attachment(content_bytes), env.attachment(style_bytes, "s.jpg", "image/jpeg"),
                                user=second_user, **TINY)
+    await env.response(second)
+    await env.wait_message(env.original_id(second), lambda m: "next in line" in m["content"], timeout=10)
     third = await env.stylize(env.attachment(content_bytes), env.attachment(style_bytes, "s.jpg", "image/jpeg"),
                               user=third_user, **TINY)
-    await env.response(second)
     await env.response(third)
     await env.wait_message(env.original_id(third), lambda m: "position 2 of 2" in m["content"], timeout=10)
-    await env.wait_message(env.original_id(second), lambda m: "next in line" in m["content"], timeout=10)
     env.gate.open()  # the job ahead finishes now
     await env.wait_final(first)
     await env.wait_final(third)
