@@ -1,9 +1,9 @@
 """What the embedded executor's workers tell the executor, as types.
 
 Why it exists: a worker (`nst_jobs.worker_loop`, in a spawned process or a thread) and the executor
-(`nst_jobs.local`, on the event loop) speak a small protocol. One frozen dataclass per kind of message, each tagged
-with its `MessageKind`, lets both sides (and a type checker) agree on what a message carries instead of indexing
-tuples by position. They are plain data, so they pickle as they are across a process worker's pipe.
+(`nst_jobs.local`, on the event loop) speak a small protocol. One frozen dataclass per kind of message lets both
+sides (and a type checker) agree on what a message carries instead of indexing tuples by position; the executor
+dispatches on the class. They are plain data, so they pickle as they are across a process worker's pipe.
 
 A worker sends, in this order: `Ready` once warmed up (or `Fatal` when the warm-up fails, and stops), then per job
 `Started`, any number of `Progress`, and one of `Done` / `Failed` / `Cancelled` (a job cancelled before it started
@@ -14,8 +14,7 @@ process or thread has ended.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any
 
 from nst_core.result import JobResult
 
@@ -26,7 +25,6 @@ __all__ = [
     "Failed",
     "Fatal",
     "JobEnd",
-    "MessageKind",
     "Progress",
     "Ready",
     "Started",
@@ -35,23 +33,11 @@ __all__ = [
 ]
 
 
-class MessageKind(StrEnum):
-    READY = "ready"
-    FATAL = "fatal"
-    STARTED = "started"
-    PROGRESS = "progress"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    EXITED = "exited"
-
-
 @dataclass(frozen=True)
 class Ready:
     """Warmed up and waiting for jobs."""
 
     pid: int
-    kind: ClassVar[MessageKind] = MessageKind.READY
 
 
 @dataclass(frozen=True)
@@ -59,13 +45,11 @@ class Fatal:
     """The warm-up failed (e.g. a device that does not exist); the worker stops and is not started again."""
 
     reason: str
-    kind: ClassVar[MessageKind] = MessageKind.FATAL
 
 
 @dataclass(frozen=True)
 class Started:
     job_id: str
-    kind: ClassVar[MessageKind] = MessageKind.STARTED
 
 
 @dataclass(frozen=True)
@@ -75,14 +59,12 @@ class Progress:
     job_id: str
     event: dict[str, Any]
     preview: bytes | None
-    kind: ClassVar[MessageKind] = MessageKind.PROGRESS
 
 
 @dataclass(frozen=True)
 class Done:
     job_id: str
     result: JobResult
-    kind: ClassVar[MessageKind] = MessageKind.DONE
 
 
 @dataclass(frozen=True)
@@ -91,13 +73,11 @@ class Failed:
 
     job_id: str
     reason: str
-    kind: ClassVar[MessageKind] = MessageKind.FAILED
 
 
 @dataclass(frozen=True)
 class Cancelled:
     job_id: str
-    kind: ClassVar[MessageKind] = MessageKind.CANCELLED
 
 
 @dataclass(frozen=True)
@@ -105,7 +85,6 @@ class Exited:
     """Added by the executor's reader: the worker ended (`exitcode` None for a thread)."""
 
     exitcode: int | None
-    kind: ClassVar[MessageKind] = MessageKind.EXITED
 
 
 #: The end of one job.
