@@ -34,7 +34,7 @@ from celery.signals import worker_process_init
 from nst_core.errors import JobCancelled, NSTError
 from nst_core.progress import CancelCheck
 from nst_jobs.config import DEFAULT_TIME_LIMIT, DEFAULT_VISIBILITY_TIMEOUT, CeleryLimits, check_time_limit
-from nst_jobs.work import WorkPayload, perform, warm_up
+from nst_jobs.work import WorkFunction, WorkPayload, perform, warm_up
 
 __all__ = [
     "CANCEL_KEY_TTL",
@@ -43,6 +43,7 @@ __all__ = [
     "TASK_NAME",
     "BrokerUnavailableError",
     "app",
+    "app_from_env",
     "cancel_key",
     "make_celery",
     "ping_broker",
@@ -125,11 +126,19 @@ def _restore_interval(visibility_timeout: int) -> int:
     return max(1, min(60, visibility_timeout // 10))
 
 
+class NSTCelery(Celery):
+    """The app, knowing the job function its task runs (one registered task function for every app: Celery warns
+    when one task name is registered to two different callables in a process)."""
+
+    work: WorkFunction = perform
+
+
 def make_celery(broker_url: str, *, time_limit: int = DEFAULT_TIME_LIMIT,
-                visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT) -> Celery:
-    """A Celery app for `broker_url` (also the result backend) with the `nst.stylize` task registered."""
+                visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT, work: WorkFunction = perform) -> Celery:
+    """A Celery app for `broker_url` (also the result backend) with the `nst.stylize` task registered; its workers
+    run each job with `work` (the one job function, `perform`, as in the embedded executor)."""
     check_time_limit(time_limit, visibility_timeout)
-    app = Celery("nst", broker=broker_url, backend=broker_url, set_as_current=False)
+    app = NSTCelery("nst", broker=broker_url, backend=broker_url, set_as_current=False)
     transport = {
         "visibility_timeout": visibility_timeout,
         # Sweep for unacknowledged messages of dead workers every interval (throttle 1: each sweep scans).
@@ -155,6 +164,7 @@ def make_celery(broker_url: str, *, time_limit: int = DEFAULT_TIME_LIMIT,
         task_routes={TASK_NAME: {"queue": QUEUE}},
         worker_hijack_root_logger=True,
     )
+    app.work = work
     app.task(bind=True, name=TASK_NAME, resultrepr_maxsize=200)(_stylize)  # the log shows no whole image
     return app
 
@@ -204,10 +214,11 @@ def _worker_device() -> str:
 
 
 def _stylize(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
-    """Run one job. Returns {"status": "done", "result": JobResult.to_dict()}, {"status": "failed", "reason": ...}
-    (a user error: never retried) or {"status": "cancelled"}. Reports PROGRESS with meta
-    {"run", "seq", "event", "notices", "preview", "preview_seq"} (see CeleryBackend)."""
+    """Run one job with the app's job function (`perform`). Returns {"status": "done", "result": JobResult.to_dict()},
+    {"status": "failed", "reason": ...} (a user error: never retried) or {"status": "cancelled"}.
+    Reports PROGRESS with meta {"run", "seq", "event", "notices", "preview", "preview_seq"} (see CeleryBackend)."""
     work = WorkPayload.from_dict(payload)
+    job_function = self.app.work if isinstance(self.app, NSTCelery) else perform
     job_id = work.job_id
     try:
         previous = self.backend.get_task_meta(job_id)
@@ -245,7 +256,7 @@ def _stylize(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
             log.warning("job %s: cannot store progress: %s", job_id, exc)
 
     try:
-        result = perform(work, report=report, should_cancel=should_cancel, device=_worker_device())
+        result = job_function(work, report=report, should_cancel=should_cancel, device=_worker_device())
     except JobCancelled:
         log.info("job %s cancelled", job_id)
         return {"status": "cancelled"}
@@ -268,11 +279,12 @@ def _warm_up_worker_process(**_: Any) -> None:
     log.info("worker process ready on device %r (warm-up %.1f s)", device, time.perf_counter() - started)
 
 
-def _app_from_env() -> Celery:
+def app_from_env(*, work: WorkFunction = perform) -> Celery:
+    """The worker's app from NST_BROKER_URL, NST_TIME_LIMIT and NST_VISIBILITY_TIMEOUT (or the defaults)."""
     limits = CeleryLimits.from_env()
     return make_celery(os.environ.get("NST_BROKER_URL") or DEFAULT_BROKER_URL, time_limit=limits.time_limit,
-                       visibility_timeout=limits.visibility_timeout)
+                       visibility_timeout=limits.visibility_timeout, work=work)
 
 
 #: The app `celery -A nst_jobs.celery_app worker` runs.
-app = _app_from_env()
+app = app_from_env()

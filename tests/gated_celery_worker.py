@@ -2,8 +2,7 @@
 
 `celery -A gated_celery_worker worker` (tests/ on PYTHONPATH, NST_TEST_GATE naming the gate folder) is the worker
 `nst-worker` starts, same app, settings and task, except that the task's call of `perform` goes through
-`gates.GatedWork`, so a test can hold a job mid-run (tests/gates.py). `nst_jobs.celery_app` takes no work function
-of its own, so the name its task calls is rebound here, in the worker process only.
+`gates.GatedWork` (the app's `work`), so a test can hold a job mid-run (tests/gates.py).
 """
 
 from __future__ import annotations
@@ -12,5 +11,4 @@ from gates import GatedWork
 
 import nst_jobs.celery_app as celery_app
 
-celery_app.perform = GatedWork.from_env()
-app = celery_app.app
+app = celery_app.app_from_env(work=GatedWork.from_env())
