@@ -62,6 +62,12 @@ def run_ours(content: Path, style: Path, out: Path, **options: object) -> dict[s
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def per_iteration(content: Path, style: Path, tmp: Path, *, size: int, steps: int, repeats: int) -> dict[str, float]:
     ours32, ours16, theirs, set_ours, set_theirs = [], [], [], [], []
     for _ in range(repeats):
@@ -148,9 +154,9 @@ def main() -> int:
                 else:
                     print(f"  vs pastiche cw={row['content_weight']:g}: ours {row['ours_time_s']:.1f} s / "
                           f"pastiche {row['time_s']:.1f} s = {row['ratio']:.2f}x", flush=True)
-        gpu = run_ours(content, style, Path(tmp) / "gpu.png", preset=args.preset, device="auto", gpu_report=True,
-                       checkpoint_every=0)
-        if gpu.get("device", "cpu").startswith("cuda"):
+        if cuda_available():  # on a CPU this would run the whole preset at 512 px for nothing
+            gpu = run_ours(content, style, Path(tmp) / "gpu.png", preset=args.preset, device="auto",
+                           gpu_report=True, checkpoint_every=0)
             results["gpu_512"] = gpu
             print(f"GPU {gpu['device']} {gpu['precision']}: {args.preset} at 512 px in {gpu['total_s']:.1f} s, "
                   f"peak memory {gpu['peak_mib']:.0f} MiB", flush=True)
