@@ -79,15 +79,14 @@ class _Run:
         self.should_cancel = should_cancel
         self.encode = PlacedEncoder(params, placement)
         self.colour: ColourStrategy = colour_strategy(params.preserve_colors)
-        self.plan = plan
-        self.clock = RunClock(plan, started=self.started)
+        self.clock = RunClock(plan, started=self.started)  # holds the plan: its levels
 
     def run(self, content: Image.Image, styles: Sequence[Image.Image]) -> StylizeOutcome:
         criterion = objective(self.params, len(styles))
         generator = torch.Generator().manual_seed(self.seed)
         x: torch.Tensor | None = None
         losses: dict[str, float] = {}
-        for level in self.plan:
+        for level in self.clock.levels:
             self.check_cancel()
             original, images = self._level_images(level, content, styles)
             criterion.retarget(images)
