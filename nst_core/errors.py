@@ -8,6 +8,8 @@ so a front end can catch these without loading the engine.
 from __future__ import annotations
 
 __all__ = [
+    "ClipError",
+    "ClipLimitError",
     "CorruptImageError",
     "DeviceError",
     "FileTooLargeError",
@@ -70,6 +72,24 @@ class CorruptImageError(ImageError):
 
 class ImageTooSmallError(ImageError):
     """The image is too small to stylise (a few pixels wide)."""
+
+
+class ClipError(ImageError):
+    """An animated input (GIF, APNG, WebP, MP4, WebM, MOV) cannot be used: undecodable frames, no frames at all."""
+
+
+class ClipLimitError(ClipError):
+    """An animated input is over a limit: frames, seconds, pixels per frame or frames x pixels.
+
+    `limit` names which ("frames", "seconds", "frame_pixels", "total_pixels"); `value` and `allowed` are numbers, so a
+    front end can quote them ("the clip has 240 frames; the limit is 48").
+    """
+
+    def __init__(self, message: str, *, limit: str, value: float, allowed: float, role: str = "content") -> None:
+        self.limit = limit
+        self.value = value
+        self.allowed = allowed
+        super().__init__(message, role=role)
 
 
 class WeightsError(NSTError):

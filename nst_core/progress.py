@@ -24,14 +24,18 @@ class EventKind(StrEnum):
     SCALE = "scale"  # a new coarse-to-fine level starts
     EARLY_STOP = "early_stop"  # a level stopped on a loss plateau
     DOWNSIZED = "downsized"  # out of GPU memory: restarting smaller (see `message`)
+    FRAME = "frame"  # an animation's frame starts (`frame` of `frames`)
 
 
 @dataclass(frozen=True)
 class ProgressEvent:
     """One report from a running job.
 
-    kind: see `EventKind`. iteration is 1-based and counts over all levels; total is the planned number (it
-    shrinks when a level stops early). losses holds the weighted terms "content", "style", "tv" and their sum "total".
+    kind: see `EventKind`. iteration is 1-based and counts over all levels (for an animation: over all frames);
+    total is the planned number (it shrinks when a level stops early). losses holds the weighted terms "content",
+    "style", "tv" (and "temporal" for an animation's later frames) and their sum "total". For an animation, `frame`
+    is the 1-based frame being optimised of `frames`, `eta` covers the whole clip and `preview` shows the latest
+    finished frame; for a still both are 0.
 
     `preview(max_side)` renders the image as it is *now*: call it inside the callback (it reads the live
     optimisation tensor, so calling it later shows a later state).
@@ -48,6 +52,8 @@ class ProgressEvent:
     elapsed: float
     eta: float | None
     message: str = ""
+    frame: int = 0
+    frames: int = 0
     preview: Callable[[int], Image.Image] | None = field(default=None, compare=False, repr=False)
 
     @property

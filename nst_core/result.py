@@ -19,8 +19,8 @@ __all__ = ["JobResult"]
 class JobResult:
     """What a finished job hands back to its caller."""
 
-    image: bytes
-    format: str  # "png", "jpeg" or "webp"
+    image: bytes  # the encoded still or animation
+    format: str  # "png", "jpeg" or "webp" for a still; "gif", "webp" or "mp4" for an animation
     width: int
     height: int
     iterations: int
@@ -30,6 +30,14 @@ class JobResult:
     device: str
     precision: str
     notes: list[str] = field(default_factory=list)  # what a user should be told (downsized, re-encoded ...)
+    frames: int = 1  # 1 for a still
+    duration_ms: int = 0  # an animation's playing time (0 for a still)
+    #: A still's optimisation as a small animated GIF (frames recorded during the job), when asked for.
+    timelapse: bytes | None = field(default=None, repr=False)
+
+    @property
+    def animated(self) -> bool:
+        return self.frames > 1
 
     @property
     def content_type(self) -> str:
@@ -39,8 +47,12 @@ class JobResult:
         """JSON-able form (the image as base64)."""
         data = asdict(self)
         data["image"] = base64.b64encode(self.image).decode("ascii")
+        if self.timelapse is not None:
+            data["timelapse"] = base64.b64encode(self.timelapse).decode("ascii")
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobResult:
-        return cls(**{**data, "image": base64.b64decode(data["image"])})
+        timelapse = data.get("timelapse")
+        return cls(**{**data, "image": base64.b64decode(data["image"]),
+                      "timelapse": base64.b64decode(timelapse) if timelapse else None})
