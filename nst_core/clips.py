@@ -177,7 +177,7 @@ def _over(limit: str, value: float, allowed: float, role: str, text: str) -> Cli
 class _Probe:
     info: ClipInfo
     durations_ms: tuple[int, ...] = ()  # per frame, for the image formats (read from the headers)
-    counted: bool = False  # a video's frame count came from demuxing, not from its header
+    counted: bool = False  # a video's frame count came from counting its packets, not from its index
 
 
 def probe_clip(data: bytes, *, role: str = "content") -> ClipInfo | None:
@@ -271,8 +271,14 @@ def _probe_video(data: bytes, fmt: str, role: str) -> _Probe:
         stream = container.streams.video[0]
         width, height = stream.codec_context.width, stream.codec_context.height
         seconds = _header_seconds(container, stream)
-        frames, counted = stream.frames, stream.frames < 1
-        if counted:  # WebM and some MOVs have no count in the header: count the packets (no decoding)
+        # MP4/MOV index every frame (offset, size, dropped by an edit list or not): a frame the file ends before is
+        # found here. WebM indexes only some keyframes (if any): its packets are counted instead (no decoding).
+        entries = list(stream.index_entries) if fmt != "webm" else []
+        for number, entry in enumerate(entries, 1):
+            if entry.pos + entry.size > len(data):
+                raise _broken(role, number, "is cut off; the file may be truncated")
+        frames, counted = sum(not entry.is_discard for entry in entries), not entries
+        if counted:
             try:
                 frames, seen = _count_packets(container, stream)
             except av.FFmpegError:
@@ -342,8 +348,7 @@ def decode_clip(data: bytes, limits: ClipLimits = DEFAULT_CLIP_LIMITS, *, role: 
     decode = _decode_video if probe.info.format in _VIDEO_DEMUXERS else _decode_animation
     clip = decode(data, probe, limits, role)
     missing = probe.info.frames - len(clip.frames)
-    if missing > 0 and (probe.durations_ms or (not probe.counted and missing > max(2, probe.info.frames // 50))):
-        # (an MP4's edit list may legitimately hide a frame or two of those its header counts)
+    if missing > (max(2, probe.info.frames // 50) if probe.counted else 0):  # a counted packet may hide no frame
         raise ClipError(f"{_clip(role)} stops after frame {len(clip.frames)} of {probe.info.frames}; the file may be "
                         "truncated", role=role)  # fmt: skip
     return clip

@@ -268,13 +268,31 @@ def test_truncated_gif_names_the_frame(clips: dict[str, bytes]):
     assert is_animated(data[: len(data) * 3 // 4])
 
 
-def test_truncated_mp4_names_the_frame(clips: dict[str, bytes]):
-    data = clips["mp4"]  # index first (faststart): the header still says 4 frames; cut inside the last one stored
+@pytest.mark.parametrize("where", ["inside the last frame", "before the last frame"])
+def test_truncated_mp4_names_the_frame(clips: dict[str, bytes], where: str):
+    data = clips["mp4"]  # index first (faststart): the index still lists 4 frames; the file ends before one of them
     with av.open(BytesIO(data)) as container:
-        last = max((p for p in container.demux(video=0) if p.size), key=lambda p: p.pos)
-        cut = last.pos + last.size // 2
-    with pytest.raises(ClipError, match=r"frame [234] of the content clip cannot be decoded; the file may be trunc"):
+        last = max(container.streams.video[0].index_entries, key=lambda entry: entry.pos)
+    cut = last.pos + last.size // 2 if where == "inside the last frame" else last.pos
+    with pytest.raises(ClipError, match=r"frame [234] of the content clip is cut off; the file may be truncated"):
+        probe_clip(data[:cut])
+    with pytest.raises(ClipError, match=r"frame [234] of the content clip is cut off"):
         decode_clip(data[:cut])
+
+
+def test_a_video_decoding_short_of_its_index_is_refused(clips: dict[str, bytes],
+                                                        monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    import nst_core.clips as module
+
+    real = module._decode_video
+
+    def losing_one(*args: object) -> object:
+        clip = real(*args)
+        return type(clip)(clip.frames[:-1], clip.durations_ms[:-1], clip.loop, clip.format)
+
+    monkeypatch.setattr(module, "_decode_video", losing_one)
+    with pytest.raises(ClipError, match="content clip stops after frame 3 of 4; the file may be truncated"):
+        decode_clip(clips["mp4"])
 
 
 def test_truncated_mp4_with_its_index_at_the_end_cannot_be_read(frames: list[Image.Image]):
