@@ -196,6 +196,13 @@ def test_a_smaller_limit_drops_every_other_frame_and_keeps_the_playing_time():
     assert mean_difference(clip.frames[1], frames[2]) < 4  # the kept frames are the right ones
 
 
+def test_a_one_frame_animation_can_still_shrink():
+    frame = rgb_noise(n=1)
+    full = len(encode_animation(frame, [500], 0, "gif"))
+    result = encode_animation_to_fit(frame, [500], 0, full // 2, alternatives=(), min_long_side=32)
+    assert len(result.data) <= full // 2 and result.width < 96 and result.duration_ms == 500
+
+
 def test_an_impossible_limit_says_so(frames: list[Image.Image]):
     with pytest.raises(ImageTooLargeError) as caught:
         encode_animation_to_fit(frames, DURATIONS, 0, 200)
