@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from nst_core.clips import ClipLimits
 from nst_core.errors import (
+    ClipError,
+    ClipLimitError,
     CorruptImageError,
     DeviceError,
     FileTooLargeError,
@@ -32,6 +35,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PRESETS",
+    "ClipError",
+    "ClipLimitError",
+    "ClipLimits",
     "CorruptImageError",
     "DeviceError",
     "FileTooLargeError",

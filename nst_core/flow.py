@@ -7,7 +7,8 @@ loss with their consistency check, here for frame t seen from frame t-1 (b: flow
     occluded         where |b + f(x + b)|^2 > 0.01 (|b|^2 + |f(x + b)|^2) + 0.5
     motion boundary  where |grad b_u|^2 + |grad b_v|^2 > 0.01 |b|^2 + 0.002
 
-and the weight c is 0 there, 1 elsewhere. `warping_error` is the flicker yardstick of Lai et al. (ECCV 2018):
+and the weight c is 0 there, 1 elsewhere; also 0 where x + b leaves the frame (what a pan brings in).
+`warping_error` is the flicker yardstick of Lai et al. (ECCV 2018):
 the masked mean squared difference between output frame t and output frame t+1 warped onto t, with flow and mask
 from the INPUT frames, averaged over t.
 
@@ -57,7 +58,16 @@ def consistency_mask(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
     du_y, du_x = np.gradient(backward[..., 0])
     dv_y, dv_x = np.gradient(backward[..., 1])
     boundary = du_x ** 2 + du_y ** 2 + dv_x ** 2 + dv_y ** 2 > 0.01 * (backward ** 2).sum(-1) + 0.002
-    return (~(occluded | boundary)).astype(np.float32)
+    return (~(occluded | boundary | _outside(backward))).astype(np.float32)
+
+
+def _outside(flow: np.ndarray) -> np.ndarray:
+    """Where x + flow(x) leaves the frame: what a pan brings in was never in the earlier frame (warping only
+    smears its edge there)."""
+    h, w = flow.shape[:2]
+    xs = np.arange(w, dtype=np.float32)[None, :] + flow[..., 0]
+    ys = np.arange(h, dtype=np.float32)[:, None] + flow[..., 1]
+    return (xs < 0) | (xs > w - 1) | (ys < 0) | (ys > h - 1)
 
 
 @dataclass(frozen=True)
