@@ -19,6 +19,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.config import MAX_CLIP_FRAMES, MAX_CLIP_SECONDS
 from bot.records import GuildSettings
 from bot.shared.refusals import refuse, require_manage_guild
 from bot.shared.render import duration
@@ -61,8 +62,8 @@ class AdminCog(commands.GroupCog, group_name="nst-admin", group_description="Sty
         max_size: Optional[app_commands.Range[int, 0, 4096]] = None,  # noqa: UP045
         max_iterations: Optional[app_commands.Range[int, 0, 10000]] = None,  # noqa: UP045
         per_user_cap: Optional[app_commands.Range[int, 0, 100]] = None,  # noqa: UP045
-        max_clip_frames: Optional[app_commands.Range[int, 0, 10000]] = None,  # noqa: UP045
-        max_clip_seconds: Optional[app_commands.Range[float, 0, 3600]] = None,  # noqa: UP045
+        max_clip_frames: Optional[app_commands.Range[int, 0, MAX_CLIP_FRAMES]] = None,  # noqa: UP045
+        max_clip_seconds: Optional[app_commands.Range[float, 0.0, MAX_CLIP_SECONDS]] = None,  # noqa: UP045
         max_clip_size: Optional[app_commands.Range[int, 0, 4096]] = None,  # noqa: UP045
         allow_channel: discord.TextChannel | None = None,
         remove_channel: discord.TextChannel | None = None,
