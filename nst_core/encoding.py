@@ -2,7 +2,8 @@
 
 `encode_image` writes no EXIF, GPS, ICC profile or text chunks from the user's upload; `encode_to_fit` picks the
 best encoding under a byte limit such as Discord's upload limit, downscaling only as a last resort. The table of
-output formats (`normalise_format`, `extension_for`, `content_type_for`) lives here once.
+output formats (`normalise_format`, `extension_for`, `content_type_for`) lives here once; it also names the animated
+formats `nst_core.clip_encoding` writes (GIF, MP4), which `normalise_format`, the check for a still's format, refuses.
 
 Pillow only, no torch: the bot process imports this to post results without loading the engine.
 """
@@ -20,8 +21,15 @@ from nst_core.images import human_bytes, limit_text, to_rgb
 
 __all__ = ["EncodedImage", "content_type_for", "encode_image", "encode_to_fit", "extension_for", "normalise_format"]
 
-_CONTENT_TYPES: Final = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-_EXTENSIONS: Final = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+_STILL_FORMATS: Final = ("png", "jpeg", "webp")
+_CONTENT_TYPES: Final = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "mp4": "video/mp4",
+}
+_EXTENSIONS: Final = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif", "mp4": "mp4"}
 
 # encode_to_fit's ladders: (format, quality) tried in order, best first.
 _JPEG_LADDER: Final = (("jpeg", 95), ("jpeg", 90), ("jpeg", 85), ("jpeg", 80))
@@ -54,21 +62,32 @@ class EncodedImage:
 
 
 def content_type_for(fmt: str) -> str:
-    """MIME type of an output format ('png', 'jpeg'/'jpg', 'webp')."""
-    return _CONTENT_TYPES[normalise_format(fmt)]
+    """MIME type of an output format ('png', 'jpeg'/'jpg', 'webp', or the animated 'gif', 'mp4')."""
+    return _CONTENT_TYPES[_table_name(fmt)]
 
 
 def extension_for(fmt: str) -> str:
-    """File extension, without the dot, of an output format: 'png', 'jpg' or 'webp'."""
-    return _EXTENSIONS[normalise_format(fmt)]
+    """File extension, without the dot, of an output format: 'png', 'jpg', 'webp', 'gif' or 'mp4'."""
+    return _EXTENSIONS[_table_name(fmt)]
 
 
-def normalise_format(fmt: str) -> str:
-    """'png', 'jpeg' or 'webp' for a format name in any case ('jpg' accepted); ValueError for anything else."""
+def _table_name(fmt: str) -> str:
     name = fmt.strip().lower()
     if name == "jpg":
         name = "jpeg"
     if name not in _CONTENT_TYPES:
+        raise ValueError(f"unsupported output format {fmt!r}; use png, jpeg, webp, gif or mp4")
+    return name
+
+
+def normalise_format(fmt: str) -> str:
+    """'png', 'jpeg' or 'webp' for a still's format name in any case ('jpg' accepted); ValueError for anything else
+    (including 'gif' and 'mp4': an animation's format is `clip_encoding.normalise_animation_format`'s to check).
+    """
+    name = fmt.strip().lower()
+    if name == "jpg":
+        name = "jpeg"
+    if name not in _STILL_FORMATS:
         raise ValueError(f"unsupported output format {fmt!r}; use png, jpeg or webp")
     return name
 
