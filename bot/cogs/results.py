@@ -20,7 +20,7 @@ from bot.shared.buttons import TEMPLATE, ButtonAction, job_button
 from bot.shared.cancel import cancel_job
 from bot.shared.options import apply_limits
 from bot.shared.refusals import apologise, refuse
-from bot.shared.starter import ImageSource
+from bot.shared.starter import CONTENT, ImageSource
 from nst_core.errors import NSTError
 from nst_core.images import style_role
 from nst_core.params import StyleParams
@@ -109,7 +109,7 @@ class ResultsCog(commands.Cog, name="Results"):
                                      origin=f"job {inputs.job_id}'s")
         count = len(inputs.styles)
         styles = [ImageSource(data=data, name=style_role(i, count)) for i, data in enumerate(inputs.styles)]
-        await starter.start(interaction, params=params, content=ImageSource(data=inputs.content, name="content"),
+        await starter.start(interaction, params=params, content=ImageSource(data=inputs.content, name=CONTENT),
                             styles=styles, summary=f"{change} of `{inputs.job_id}`", notes=notes, origin=origin)
 
 
