@@ -19,6 +19,7 @@ from bot.shared.refusals import UserFacingError
 from nst_core.clip_encoding import encode_animation_to_fit
 from nst_core.clips import DEFAULT_CLIP_LIMITS, ClipInfo, ClipLimits, check_clip, decode_clip, probe_clip
 from nst_core.errors import ClipLimitError
+from nst_core.images import limit_text
 from nst_core.params import StyleParams
 
 __all__ = [
@@ -118,4 +119,7 @@ def fit_animation(data: bytes, max_bytes: int) -> tuple[bytes, str, str]:
     Blocking (decodes and encodes every frame): run it in a thread. Raises NSTError when nothing fits."""
     clip = decode_clip(data, _RESULT_LIMITS, role="result")
     fitted = encode_animation_to_fit(clip.frames, clip.durations_ms, clip.loop, max_bytes)
-    return fitted.data, fitted.format, fitted.note
+    note = fitted.note
+    if not fitted.reduced and fitted.format == clip.format:  # the ladder's first step: its note says nothing of why
+        note = f"re-encoded as {note} to fit {limit_text(max_bytes)}"
+    return fitted.data, fitted.format, note
