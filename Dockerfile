@@ -49,9 +49,11 @@ COPY nst_core ./nst_core
 COPY nst_jobs ./nst_jobs
 COPY bot ./bot
 # The project with the bot and scale-out extras (torch, already there, is kept). Its dependencies are the version
-# ranges of pyproject.toml, as for `scripts/setup`.
+# ranges of pyproject.toml, as for `scripts/setup`; animations bring PyAV (its wheel ships FFmpeg with libx264) and
+# opencv-python-headless (no GUI libraries), so the image needs no system ffmpeg or libGL.
 RUN pip install --no-cache-dir "/src[bot,scale]" \
- && python -c "from nst_core.weights import bundled_weights_path; print('bundled weights:', bundled_weights_path())"
+ && python -c "from nst_core.weights import bundled_weights_path; print('bundled weights:', bundled_weights_path())" \
+ && python -c "import av, cv2; print('PyAV', av.__version__, 'with libx264:', 'libx264' in av.codecs_available, '; OpenCV', cv2.__version__)"
 
 
 FROM ${PYTHON_IMAGE} AS runtime

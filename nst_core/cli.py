@@ -28,7 +28,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nst_core import __version__
+from nst_core.cli_files import (
+    ANIMATION_OUTPUTS,
+    OUTPUT_FORMATS,
+    CLIError,
+    check_output,
+    output_format_for,
+    read_input,
+    write_file,
+)
 from nst_core.cli_progress import CancelFlag, ProgressBar
+from nst_core.clips import DEFAULT_CLIP_LIMITS, ClipLimits, probe_clip
 from nst_core.encoding import extension_for
 from nst_core.errors import ImageError, JobCancelled, NSTError
 from nst_core.images import style_role
@@ -45,7 +55,7 @@ PROG = "nst"
 DEFAULT_PRESET = "balanced"
 
 #: Output file extension -> encoder format name used by `run_job`.
-OUTPUT_FORMATS: dict[str, str] = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+
 
 #: How a field's annotation (a string: params.py uses postponed annotations) maps to argparse `type` and `nargs`.
 _ARG_KINDS: dict[str, tuple[Callable[[str], Any], str | None]] = {
@@ -61,10 +71,6 @@ EXIT_OK = 0
 EXIT_INFO_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CANCELLED = 130
-
-
-class CLIError(NSTError):
-    """A problem with the command line itself (a path, the output extension); shown like any NSTError."""
 
 
 #: A command: the parsed options and the RemoteRunner for --broker (None: there is none) -> the exit status.
@@ -144,13 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stylise CONTENT with the STYLE image(s) and write the result to OUT. Options that take several "
                     "values (--style-blend, the layer options) go after the image paths.",
     )
-    stylize.add_argument("content", metavar="CONTENT", help="the photo to repaint")
+    stylize.add_argument("content", metavar="CONTENT",
+                         help="the photo to repaint, or an animation (GIF, APNG, WebP, MP4, WebM, MOV) to repaint "
+                              "frame by frame without flicker")
     stylize.add_argument("styles", metavar="STYLE", nargs="+", help="style image(s): the painting(s) to imitate")
     stylize.add_argument("-o", "--output", required=True, metavar="OUT",
                          help="where to write the result; the format follows the extension: "
-                              + ", ".join(OUTPUT_FORMATS))
+                              + ", ".join(OUTPUT_FORMATS) + " (an animation: " + ", ".join(ANIMATION_OUTPUTS) + ")")
     stylize.add_argument("--max-bytes", type=int, default=None, metavar="N",
                          help="fit the result in N bytes (re-encode as JPEG/WebP, or downscale, if needed)")
+    stylize.add_argument("--max-frames", type=int, default=DEFAULT_CLIP_LIMITS.max_frames, metavar="N",
+                         help="refuse an animation of more than N frames (default: %(default)s)")
+    stylize.add_argument("--max-seconds", type=float, default=DEFAULT_CLIP_LIMITS.max_seconds, metavar="S",
+                         help="refuse an animation that plays longer than S seconds (default: %(default)s)")
     stylize.add_argument("--save-every", type=int, default=None, metavar="N",
                          help="every N iterations also write the current image next to OUT, as STEM-NNNN.png "
                               "(STEM: OUT's name without its extension)")
@@ -180,32 +192,8 @@ def build_params(args: argparse.Namespace) -> StyleParams:
     return StyleParams.preset(args.preset, **overrides)
 
 
-def output_format_for(path: Path) -> str:
-    """Encoder format for an output path, from its extension (CLIError for anything else)."""
-    fmt = OUTPUT_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        allowed = ", ".join(OUTPUT_FORMATS)
-        ext = f"extension {path.suffix!r}" if path.suffix else "no extension"
-        raise CLIError(f"output '{path}' has {ext}; use one of {allowed}")
-    return fmt
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # nst stylize
-
-
-def _read_input(path_text: str, role: str) -> bytes:
-    path = Path(path_text)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise CLIError(f"{role} image '{path_text}' does not exist") from None
-    except IsADirectoryError:
-        raise CLIError(f"{role} image '{path_text}' is a folder, not a file") from None
-    except PermissionError:
-        raise CLIError(f"{role} image '{path_text}' cannot be read: permission denied") from None
-    except OSError as exc:
-        raise CLIError(f"{role} image '{path_text}' cannot be read: {exc.strerror or exc}") from None
 
 
 def _name_path(exc: ImageError, paths: dict[str, str]) -> str:
@@ -218,23 +206,6 @@ def _name_path(exc: ImageError, paths: dict[str, str]) -> str:
     if message.startswith(subject + " "):
         return f"{subject} '{path}'{message[len(subject):]}"
     return f"{message} ({path})"
-
-
-def _check_output(path: Path) -> None:
-    folder = path.parent
-    if not folder.exists():
-        raise CLIError(f"output folder '{folder}' does not exist")
-    if not folder.is_dir():
-        raise CLIError(f"output folder '{folder}' is not a folder")
-    if path.is_dir():
-        raise CLIError(f"output '{path}' is a folder; give a file name such as '{path / 'out.png'}'")
-
-
-def _write(path: Path, data: bytes, what: str) -> None:
-    try:
-        path.write_bytes(data)
-    except OSError as exc:
-        raise CLIError(f"cannot write {what} '{path}': {exc.strerror or exc}") from None
 
 
 def _name_path_text(message: str, paths: dict[str, str]) -> str:
@@ -257,25 +228,34 @@ def _cmd_stylize(args: argparse.Namespace, remote: RemoteRunner | None) -> int:
     if args.broker and remote is None:
         raise CLIError("--broker needs the job system, which `python -m nst_core` does not load: use the `nst` "
                        "command (with Celery: pip install 'nst-discord[scale]')")
+    clip_limits = ClipLimits(max_frames=args.max_frames, max_seconds=args.max_seconds)
     output = Path(args.output)
-    output_format = output_format_for(output)
-    _check_output(output)
     paths = {"content": args.content} | {style_role(i, len(args.styles)): p for i, p in enumerate(args.styles)}
-    content = _read_input(args.content, "content")
-    styles = [_read_input(path, style_role(i, len(args.styles))) for i, path in enumerate(args.styles)]
+    content = read_input(args.content, "content")
+    try:
+        clip = probe_clip(content, role="content")
+    except ImageError as exc:
+        raise CLIError(_name_path(exc, paths)) from None
+    output_format = output_format_for(output, animation=clip is not None)
+    check_output(output)
+    styles = [read_input(path, style_role(i, len(args.styles))) for i, path in enumerate(args.styles)]
+    animation_format = output_format if clip is not None else "auto"
+    still_format = output_format if clip is None else "png"
 
     progress = ProgressBar(params.iterations, quiet=args.quiet, output=output, save_every=args.save_every)
     with CancelFlag() as cancel:
         try:
             if args.broker and remote is not None:
                 job = RemoteJob(broker=args.broker, params=params, content=content, styles=tuple(styles),
-                                output_format=output_format, max_output_bytes=args.max_bytes)
+                                output_format=still_format, max_output_bytes=args.max_bytes, clip_limits=clip_limits,
+                                animation_format=animation_format)
                 result = remote(job, progress=progress, say=progress.say, should_cancel=cancel)
             else:
                 from nst_core.job import run_job  # torch: only now
 
                 result = run_job(params, content, styles, progress=progress, should_cancel=cancel,
-                                 output_format=output_format, max_output_bytes=args.max_bytes)
+                                 output_format=still_format, max_output_bytes=args.max_bytes,
+                                 clip_limits=clip_limits, animation_format=animation_format)
         except ImageError as exc:
             raise CLIError(_name_path(exc, paths)) from None
         except RemoteJobFailed as exc:
@@ -294,8 +274,9 @@ def _write_result(result: JobResult, output: Path, output_format: str, progress:
             print(f"{PROG}: {note}", file=sys.stderr)
     if result.format != output_format:  # --max-bytes switched format: keep the extension truthful
         output = output.with_suffix("." + extension_for(result.format))
-    _write(output, result.image, "output")
-    print(f"wrote {output} ({result.width}x{result.height}, {result.iterations} iterations, "
+    write_file(output, result.image, "output")
+    frames = f", {result.frames} frames, {result.duration_ms / 1000:.1f} s" if result.animated else ""
+    print(f"wrote {output} ({result.width}x{result.height}{frames}, {result.iterations} iterations, "
           f"{result.timings['total']:.1f} s, seed {result.params['seed']})")
     return EXIT_OK
 

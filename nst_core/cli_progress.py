@@ -14,6 +14,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from nst_core.errors import NSTError
+from nst_core.progress import EventKind
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -74,6 +75,8 @@ class ProgressBar:
                 if event.total != bar.total:
                     bar.total = event.total
                 parts = [f"scale {event.scale}/{event.scales} {event.width}x{event.height}"]
+                if event.frames:
+                    parts.insert(0, f"frame {event.frame}/{event.frames}")
                 if "total" in event.losses:
                     parts.append(f"loss {event.losses['total']:.4g}")
                 if event.eta is not None:
@@ -86,7 +89,8 @@ class ProgressBar:
             if bar is not None and event.total != bar.total:
                 bar.total = event.total
                 bar.refresh()
-            if event.message:
+            # An animation's later frames would repeat their level messages once per frame: the bar says the frame.
+            if event.message and event.frame <= 1 and event.kind != EventKind.FRAME:
                 self.say(event.message)
 
     def _save_frame(self, event: ProgressEvent) -> None:

@@ -1,9 +1,11 @@
 """The one job function: bytes in, stylised image bytes out. The CLI, the embedded executor, the Celery worker
 and (through them) the bot all call `run_job`, so a job behaves the same wherever it runs.
 
-It decodes the inputs safely, picks the device, runs the optimisation, and on GPU out-of-memory frees the memory
-and retries at 0.75x the size down to `params.min_size`, telling the progress hook (kind "downsized"). The result is
-encoded without metadata, optionally fitted to a byte limit (an upload limit).
+It decodes the inputs safely (an animated content image or clip as an animation, `nst_core.clips`), picks the
+device, runs the optimisation (`optimize.stylize` for a still, `animate.stylize_clip` for an animation), and on GPU
+out-of-memory frees the memory and retries at 0.75x the size down to `params.min_size`, telling the progress hook
+(kind "downsized"). The result is encoded without metadata, optionally fitted to a byte limit (an upload limit); a
+still can also bring its timelapse (`nst_core.timelapse`).
 """
 
 from __future__ import annotations
@@ -11,23 +13,40 @@ from __future__ import annotations
 import gc
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
+from PIL import Image
 
+from nst_core.animate import stylize_clip
+from nst_core.clip_encoding import (
+    EncodedAnimation,
+    encode_animation,
+    encode_animation_to_fit,
+    normalise_animation_format,
+)
+from nst_core.clips import DEFAULT_CLIP_LIMITS, Clip, ClipLimits, decode_clip, probe_clip
 from nst_core.device import is_out_of_memory, resolve_placement
-from nst_core.encoding import EncodedImage, encode_image, encode_to_fit, normalise_format
+from nst_core.encoding import encode_image, encode_to_fit, normalise_format
 from nst_core.errors import NSTError, ParameterError
 from nst_core.images import DEFAULT_MAX_PIXELS, decode_image, style_role
 from nst_core.optimize import stylize
 from nst_core.params import StyleParams, check_content_shape
 from nst_core.progress import CancelCheck, EventKind, ProgressCallback, ProgressEvent
 from nst_core.result import JobResult
+from nst_core.timelapse import TimelapseRecorder
 
 __all__ = ["JobResult", "run_job"]
 
 #: Each out-of-memory retry multiplies the size by this.
 OOM_SHRINK = 0.75
+#: A timelapse has 0 or this many frames (the bot asks for 24).
+MIN_TIMELAPSE_FRAMES, MAX_TIMELAPSE_FRAMES = 2, 120
+#: An animation's output format, for "auto", from the format it came in.
+FOLLOW_INPUT = {"gif": "gif", "png": "gif", "webp": "webp", "mp4": "mp4", "webm": "mp4", "mov": "mp4"}
+
+T = TypeVar("T")
 
 
 def run_job(
@@ -40,20 +59,33 @@ def run_job(
     output_format: str = "png",
     max_output_bytes: int | None = None,
     max_input_pixels: int = DEFAULT_MAX_PIXELS,
+    clip_limits: ClipLimits = DEFAULT_CLIP_LIMITS,
+    animation_format: str = "auto",
+    timelapse_frames: int = 0,
 ) -> JobResult:
     """Stylise `content` with `styles` (encoded image bytes) and return the encoded result.
 
-    Raises an `NSTError` subclass for anything the user can fix (bad image, bad parameter, unknown device) and
-    `JobCancelled` when `should_cancel()` returns true.
+    An animated `content` (GIF, APNG, WebP, MP4, WebM, MOV) within `clip_limits` gives an animation, encoded as
+    `animation_format` ("auto": as the input came, GIF for APNG and MP4 for other videos; with `max_output_bytes`,
+    MP4 when the GIF would not fit). A still gives `output_format`, and with `timelapse_frames` also a small GIF of
+    its optimisation. Raises an `NSTError` subclass for anything the user can fix (bad image, bad parameter,
+    unknown device) and `JobCancelled` when `should_cancel()` returns true.
     """
     started = time.perf_counter()
     output_format = normalise_format(output_format)  # a bad format fails now, not after the optimisation
+    if animation_format != "auto":
+        animation_format = normalise_animation_format(animation_format)
     params.check_styles(len(styles))
     if max_output_bytes is not None and max_output_bytes < 1024:
         raise ParameterError("max_output_bytes", max_output_bytes, "allowed range: 1024 bytes or more")
+    if timelapse_frames and not MIN_TIMELAPSE_FRAMES <= timelapse_frames <= MAX_TIMELAPSE_FRAMES:
+        raise ParameterError("timelapse_frames", timelapse_frames,
+                             f"allowed range: 0 or {MIN_TIMELAPSE_FRAMES} to {MAX_TIMELAPSE_FRAMES}")
     seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
     params = params.replace(seed=seed)
-    content_img = decode_image(content, role="content", max_pixels=max_input_pixels)
+    clip = decode_clip(content, clip_limits) if probe_clip(content, role="content") is not None else None
+    content_img = clip.frames[0] if clip is not None else decode_image(content, role="content",
+                                                                       max_pixels=max_input_pixels)
     check_content_shape(content_img.width, content_img.height, params.size)
     style_imgs = [decode_image(data, role=style_role(i, len(styles)), max_pixels=max_input_pixels)
                   for i, data in enumerate(styles)]
@@ -61,39 +93,25 @@ def run_job(
 
     placement = resolve_placement(params.device, params.precision)
     notes: list[str] = []
-    while True:
-        try:
-            outcome = stylize(content_img, style_imgs, params, placement, seed=seed, progress=progress,
-                              should_cancel=should_cancel)
-            break
-        except Exception as exc:
-            if not is_out_of_memory(exc):
-                raise
-            del exc
-            _free_device_memory(placement.device)
-            smaller = int(params.size * OOM_SHRINK)
-            if smaller < params.min_size:
-                raise NSTError(f"not enough GPU memory to stylise even at {params.size} px; try a smaller size "
-                               "or run on the CPU") from None
-            note = f"out of GPU memory at {params.size} px; retrying at {smaller} px"
-            notes.append(note)
-            if progress is not None:
-                progress(ProgressEvent(kind=EventKind.DOWNSIZED, iteration=0, total=params.iterations, scale=1,
-                                       scales=params.scales, width=smaller, height=smaller, losses={},
-                                       elapsed=time.perf_counter() - started, eta=None, message=note))
-            params = params.replace(size=smaller)
-    optimised = time.perf_counter()
-
-    encoded: EncodedImage | None = None
-    if max_output_bytes is not None:
-        encoded = encode_to_fit(outcome.image, max_output_bytes, prefer=output_format)
+    if clip is not None:
+        frames = clip.frames
+        outcome, params = _retrying_smaller(params, placement.device, progress, started, notes, lambda p: stylize_clip(
+            frames, style_imgs, p, placement, seed=seed, looping=clip.loop is not None, progress=progress,
+            should_cancel=should_cancel))
+        optimised = time.perf_counter()
+        encoded = _encode_animation(outcome.frames, clip, animation_format, max_output_bytes, notes)
         data, fmt, width, height = encoded.data, encoded.format, encoded.width, encoded.height
-        if encoded.format != output_format or encoded.downscaled:
-            notes.append(encoded.note)
+        frame_count, duration_ms, timelapse = encoded.frames, encoded.duration_ms, None
     else:
-        fmt = output_format
-        data = encode_image(outcome.image, fmt)
-        width, height = outcome.image.size
+        recorder = TimelapseRecorder(timelapse_frames) if timelapse_frames else None
+        hook = recorder.hook(progress) if recorder is not None else progress
+        still, params = _retrying_smaller(params, placement.device, progress, started, notes, lambda p: stylize(
+            content_img, style_imgs, p, placement, seed=seed, progress=hook, should_cancel=should_cancel))
+        optimised = time.perf_counter()
+        data, fmt, width, height = _encode_still(still.image, output_format, max_output_bytes, notes)
+        frame_count, duration_ms = 1, 0
+        timelapse = recorder.gif(still.image) if recorder is not None else None
+        outcome = still
     finished = time.perf_counter()
     return JobResult(
         image=data, format=fmt, width=width, height=height, iterations=outcome.iterations,
@@ -101,7 +119,62 @@ def run_job(
         timings={"decode": decoded - started, "setup": outcome.setup_seconds, "optimise": outcome.optimise_seconds,
                  "encode": finished - optimised, "total": finished - started},
         params=params.to_dict(), device=str(placement.device), precision=placement.precision, notes=notes,
+        frames=frame_count, duration_ms=duration_ms, timelapse=timelapse,
     )
+
+
+def _retrying_smaller(params: StyleParams, device: torch.device, progress: ProgressCallback | None, started: float,
+                      notes: list[str], attempt: Callable[[StyleParams], T]) -> tuple[T, StyleParams]:
+    """`attempt(params)`; on GPU out-of-memory, free the memory and try again at 0.75x the size (down to
+    `params.min_size`), telling the progress hook and `notes`. Returns the outcome and the parameters used."""
+    while True:
+        try:
+            return attempt(params), params
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            del exc
+        _free_device_memory(device)
+        smaller = int(params.size * OOM_SHRINK)
+        if smaller < params.min_size:
+            raise NSTError(f"not enough GPU memory to stylise even at {params.size} px; try a smaller size "
+                           "or run on the CPU") from None
+        note = f"out of GPU memory at {params.size} px; retrying at {smaller} px"
+        notes.append(note)
+        if progress is not None:
+            progress(ProgressEvent(kind=EventKind.DOWNSIZED, iteration=0, total=params.iterations, scale=1,
+                                   scales=params.scales, width=smaller, height=smaller, losses={},
+                                   elapsed=time.perf_counter() - started, eta=None, message=note))
+        params = params.replace(size=smaller)
+
+
+def _encode_still(image: Image.Image, output_format: str, max_output_bytes: int | None,
+                  notes: list[str]) -> tuple[bytes, str, int, int]:
+    if max_output_bytes is None:
+        return encode_image(image, output_format), output_format, image.width, image.height
+    encoded = encode_to_fit(image, max_output_bytes, prefer=output_format)
+    if encoded.format != output_format or encoded.downscaled:
+        notes.append(encoded.note)
+    return encoded.data, encoded.format, encoded.width, encoded.height
+
+
+def _encode_animation(frames: list[Image.Image], clip: Clip, animation_format: str, max_output_bytes: int | None,
+                      notes: list[str]) -> EncodedAnimation:
+    """The stylised frames with the input's timing, as `animation_format` says (see `run_job`)."""
+    explicit = animation_format != "auto"
+    fmt = animation_format if explicit else FOLLOW_INPUT.get(clip.format, "gif")
+    loop = clip.loop if clip.loop is not None else 0  # a GIF or WebP made from a video loops, as GIFs do
+    if max_output_bytes is None:
+        data = encode_animation(frames, clip.durations_ms, loop, fmt)
+        return EncodedAnimation(data=data, format=fmt, width=frames[0].width, height=frames[0].height,
+                                frames=len(frames), duration_ms=sum(clip.durations_ms), quality=None,
+                                reduced=False, note="")
+    alternatives: tuple[str, ...] = () if explicit or fmt == "mp4" else ("mp4",)
+    encoded = encode_animation_to_fit(frames, clip.durations_ms, loop, max_output_bytes, prefer=fmt,
+                                      alternatives=alternatives)
+    if encoded.format != fmt or encoded.reduced:
+        notes.append(encoded.note)
+    return encoded
 
 
 def _free_device_memory(device: torch.device) -> None:

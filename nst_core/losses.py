@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 
 from nst_core.params import StyleParams
 
@@ -39,6 +40,7 @@ __all__ = [
     "LossTerm",
     "StyleLoss",
     "TVLoss",
+    "TemporalLoss",
     "WeightedSum",
     "gram",
     "normalised",
@@ -206,6 +208,39 @@ class TVLoss(LossTerm):
         return tv_loss(image)
 
 
+class TemporalLoss(LossTerm):
+    """Ruder et al.'s short-term temporal loss: (1/D) sum_k c_k (x_k - w_k)^2 over the pixels, D = H x W x 3.
+
+    Each reference is an earlier frame's result warped onto this frame (`w`) with the consistency weights where the
+    flow holds (`c`, 1 trusted, 0 occluded or on a motion boundary). A looping animation's last frame has two: the
+    previous frame and the first. References are given at the output size and resized to each level's.
+    """
+
+    name = "temporal"
+
+    def __init__(self) -> None:
+        self.references: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.level: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def set_references(self, references: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """(warped image (1, 3, H, W), weights (1, 1, H, W)) per earlier frame this frame should agree with."""
+        self.references = [(image.detach().float(), weights.detach().float()) for image, weights in references]
+        self.level = list(self.references)
+
+    def retarget(self, level: LevelImages) -> None:
+        size = level.content.shape[-2:]
+        self.level = [(image, weights) if image.shape[-2:] == size else
+                      (F.interpolate(image, size=size, mode="bilinear", align_corners=False),
+                       (F.interpolate(weights, size=size, mode="area") > 0.999).float())
+                      for image, weights in self.references]
+
+    def __call__(self, features: Features, image: torch.Tensor) -> torch.Tensor:
+        total = image.new_zeros((), dtype=torch.float32)
+        for reference, weights in self.level:
+            total = total + (weights * (image.float() - reference).pow(2)).sum() / image.numel()
+        return total
+
+
 class WeightedSum:
     """sum_k weight_k * term_k: the objective, with each weighted term's value kept for progress."""
 
@@ -214,6 +249,10 @@ class WeightedSum:
         if len(set(names)) != len(names):
             raise ValueError(f"each loss term at most once: {names}")
         self.terms = list(terms)
+
+    def including(self, extra: Sequence[tuple[LossTerm, float]]) -> WeightedSum:
+        """This sum with more terms (a temporal term for an animation's later frames)."""
+        return WeightedSum([*self.terms, *extra])
 
     def retarget(self, level: LevelImages) -> None:
         for term, _ in self.terms:

@@ -21,7 +21,7 @@ from PIL import Image
 from nst_core.color import ColourStrategy, colour_strategy
 from nst_core.device import Placement
 from nst_core.errors import JobCancelled
-from nst_core.losses import LevelImages, WeightedSum, objective
+from nst_core.losses import LevelImages, LossTerm, WeightedSum, objective
 from nst_core.params import StyleParams
 from nst_core.progress import CancelCheck, EventKind, ProgressCallback, ProgressEvent
 from nst_core.pyramid import Level, RunClock, plan_levels
@@ -42,6 +42,7 @@ class StylizeOutcome:
     losses: dict[str, float]
     setup_seconds: float  # until the first iteration could start (weights and targets ready)
     optimise_seconds: float
+    raw: torch.Tensor  # the optimised pixels before colour finishing, (1, 3, H, W) at the output size
 
 
 def image_to_tensor(image: Image.Image, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -81,8 +82,9 @@ class _Run:
         self.colour: ColourStrategy = colour_strategy(params.preserve_colors)
         self.clock = RunClock(plan, started=self.started)  # holds the plan: its levels
 
-    def run(self, content: Image.Image, styles: Sequence[Image.Image]) -> StylizeOutcome:
-        criterion = objective(self.params, len(styles))
+    def run(self, content: Image.Image, styles: Sequence[Image.Image], *, start: torch.Tensor | None = None,
+            extra_terms: Sequence[tuple[LossTerm, float]] = ()) -> StylizeOutcome:
+        criterion = objective(self.params, len(styles)).including(extra_terms)
         generator = torch.Generator().manual_seed(self.seed)
         x: torch.Tensor | None = None
         losses: dict[str, float] = {}
@@ -90,7 +92,7 @@ class _Run:
             self.check_cancel()
             original, images = self._level_images(level, content, styles)
             criterion.retarget(images)
-            x = self._start_image(x, level, images, generator)
+            x = self._start_image(x if x is not None else start, level, images, generator)
             self.clock.begin(level)
             self._emit(EventKind.SCALE, level, losses, None, message=f"{level.label}: {level.size[0]}x"
                        f"{level.size[1]} px, {level.iterations} iterations")
@@ -99,7 +101,7 @@ class _Run:
         result = self.colour.finish(x.detach(), original)  # the last level's content, at the output size
         return StylizeOutcome(image=tensor_to_image(result), iterations=self.clock.iteration, losses=losses,
                               setup_seconds=self.clock.setup_seconds,
-                              optimise_seconds=self.clock.optimise_seconds())
+                              optimise_seconds=self.clock.optimise_seconds(), raw=x.detach())
 
     def check_cancel(self) -> None:
         if self.should_cancel is not None and self.should_cancel():
@@ -118,9 +120,10 @@ class _Run:
 
     def _start_image(self, previous: torch.Tensor | None, level: Level, images: LevelImages,
                      generator: torch.Generator) -> torch.Tensor:
-        """The first level starts from the `init` image; every later one from the previous result, upsampled."""
+        """The first level starts from the `init` image (or the caller's start image, such as an animation's previous
+        frame warped onto this one); every later one from the previous result, resized."""
         if previous is not None:
-            x = F.interpolate(previous, size=(level.size[1], level.size[0]), mode="bicubic",
+            x = F.interpolate(previous.to(self.device), size=(level.size[1], level.size[0]), mode="bicubic",
                               align_corners=False).clamp(0, 1)
         elif self.params.init == "noise":
             x = torch.rand(images.content.shape, generator=generator).to(self.device)
@@ -197,13 +200,17 @@ class _Run:
 
 
 def stylize(content: Image.Image, styles: Sequence[Image.Image], params: StyleParams, placement: Placement, *,
-            seed: int, progress: ProgressCallback | None = None,
-            should_cancel: CancelCheck | None = None) -> StylizeOutcome:
+            seed: int, progress: ProgressCallback | None = None, should_cancel: CancelCheck | None = None,
+            plan: list[Level] | None = None, start: torch.Tensor | None = None,
+            extra_terms: Sequence[tuple[LossTerm, float]] = ()) -> StylizeOutcome:
     """Stylise `content` (full-resolution RGB) with `styles` as `params` say, on `placement`.
 
+    An animation's later frames pass their own `plan` (the top level(s) only), a `start` image (the previous
+    frame's raw result warped onto this one, any size) and `extra_terms` (the temporal term).
     Raises `JobCancelled` when `should_cancel()` turns true; GPU out-of-memory errors propagate (see `run_job`).
     """
     params.check_styles(len(styles))
     torch.manual_seed(seed)
-    plan = plan_levels(params, content.width, content.height)
-    return _Run(params, placement, plan, seed, progress, should_cancel).run(content, styles)
+    plan = plan if plan is not None else plan_levels(params, content.width, content.height)
+    return _Run(params, placement, plan, seed, progress, should_cancel).run(content, styles, start=start,
+                                                                            extra_terms=extra_terms)

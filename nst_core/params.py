@@ -90,6 +90,11 @@ class StyleParams:
     style_weight: float = field(default=5.0, metadata=_spec("beta: how strongly the painting's style is applied",
                                                              0.0, 1e6))
     tv_weight: float = field(default=1.0, metadata=_spec("total-variation weight: smooths pixel noise", 0.0, 1e4))
+    temporal_weight: float = field(default=200.0, metadata=_spec(
+        "animations: how strongly each frame keeps to the previous one along the motion (0: frames on their own)",
+        0.0, 1e5))
+    frame_iterations: int | None = field(default=None, metadata=_spec(
+        "animations: iterations for each frame after the first (none: a quarter of iterations)", 1, 10000))
     optimizer: str = field(default="lbfgs", metadata=_spec("optimiser", choices=("lbfgs", "adam")))
     learning_rate: float = field(default=0.02, metadata=_spec("Adam step size on 0-1 pixels (Adam only)",
                                                               1e-5, 1.0))
@@ -186,7 +191,8 @@ def _validate(p: StyleParams) -> None:
     for f in dataclasses.fields(p):
         spec: FieldSpec = f.metadata["spec"]
         value = getattr(p, f.name)
-        if f.name in ("seed", "style_blend", "content_layer_weights", "style_layer_weights") and value is None:
+        if f.name in ("seed", "frame_iterations", "style_blend", "content_layer_weights",
+                      "style_layer_weights") and value is None:
             continue
         if f.name in ("device", "weights"):
             _check_str(f.name, value)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from nst_core.params import StyleParams, scale_sizes, split_iterations
 
-__all__ = ["Level", "RunClock", "plan_levels"]
+__all__ = ["Level", "RunClock", "later_frame_plan", "plan_levels"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class RunClock:
 
     def begin(self, level: Level) -> None:
         """`level` starts now (the first call also ends the set-up time)."""
-        if level.index == 0:
+        if level == self.levels[0]:
             self.setup_seconds = self.elapsed()
         self._level, self._done_here, self._budget_here = level, 0, level.iterations
         self._level_started = time.perf_counter()
@@ -87,9 +87,20 @@ class RunClock:
         per_iteration = (time.perf_counter() - self._level_started) / max(self._done_here, 1)
         here = self._level
         eta = per_iteration * (self._budget_here - self._done_here)
-        for later in self.levels[here.index + 1:]:
+        for later in self.levels[self.levels.index(here) + 1:]:
             eta += per_iteration * later.iterations * later.pixels / here.pixels
         return eta
 
     def optimise_seconds(self) -> float:
         return self.elapsed() - self.setup_seconds
+
+
+def later_frame_plan(plan: list[Level], levels: int, iterations: int) -> list[Level]:
+    """An animation's later frame: only the top `levels` of the first frame's `plan`, sharing `iterations`.
+
+    (It starts from the previous frame's result warped onto it, so the coarse levels have nothing left to do.)
+    """
+    top = plan[-max(1, min(levels, len(plan))):]
+    budgets = split_iterations(max(iterations, len(top)), len(top))
+    return [Level(index=level.index, count=level.count, size=level.size, iterations=budget)
+            for level, budget in zip(top, budgets, strict=True)]

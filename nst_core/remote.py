@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from nst_core.clips import DEFAULT_CLIP_LIMITS, ClipLimits
 from nst_core.errors import NSTError
 from nst_core.params import StyleParams
 
@@ -36,6 +37,8 @@ class RemoteJob:
     styles: tuple[bytes, ...]
     output_format: str
     max_output_bytes: int | None
+    clip_limits: ClipLimits = DEFAULT_CLIP_LIMITS
+    animation_format: str = "auto"
 
 
 class RemoteRunner(Protocol):

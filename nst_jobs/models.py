@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from nst_core.clips import DEFAULT_CLIP_LIMITS, ClipLimits
 from nst_core.params import StyleParams
 from nst_core.progress import ProgressEvent
 
@@ -36,6 +37,14 @@ class JobRequest:
     output_format: str = "png"
     max_output_bytes: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # front-end data kept with the job (JSON-able)
+    clip_limits: ClipLimits = DEFAULT_CLIP_LIMITS  # for animated content: frames, seconds, pixels
+    animation_format: str = "auto"  # an animation's output: "auto" (GIF, else MP4 to fit), "gif", "webp", "mp4"
+    timelapse_frames: int = 0  # a still records this many small frames of its optimisation (0: none)
+
+    def options(self) -> dict[str, Any]:
+        """The animation and timelapse options, as the job table keeps them (JSON-able)."""
+        return {"clip_limits": self.clip_limits.to_dict(), "animation_format": self.animation_format,
+                "timelapse_frames": self.timelapse_frames}
 
 
 @dataclass
@@ -66,6 +75,20 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     delivered_at: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # `JobRequest.options()`
+
+    @property
+    def clip_limits(self) -> ClipLimits:
+        limits = self.options.get("clip_limits")
+        return ClipLimits.from_dict(limits) if limits else DEFAULT_CLIP_LIMITS
+
+    @property
+    def animation_format(self) -> str:
+        return str(self.options.get("animation_format", "auto"))
+
+    @property
+    def timelapse_frames(self) -> int:
+        return int(self.options.get("timelapse_frames", 0))
 
     @property
     def finished(self) -> bool:

@@ -41,6 +41,9 @@ PROGRESS_SAVE_INTERVAL = 2.0
 REAPER_INTERVAL = 1.0
 PURGE_INTERVAL = 3600.0
 
+#: The file, in a job's folder, that holds a still's timelapse GIF.
+TIMELAPSE_FILE = "timelapse.gif"
+
 
 @dataclass(frozen=True)
 class JobInputs:
@@ -250,6 +253,16 @@ class JobQueue:
         with open(job.result_path, "rb") as fh:
             return fh.read()
 
+    async def timelapse(self, job: Job) -> bytes | None:
+        """A finished still's timelapse GIF, or None when it has none (not asked for, or its files were cleaned)."""
+        if job.state != JobState.DONE or not (job.result or {}).get("timelapse"):
+            return None
+        path = self.store.job_dir(job.id) / TIMELAPSE_FILE
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            return None
+
     async def mark_delivered(self, job_id: str) -> bool:
         """Record that the front end delivered the outcome; False if it was delivered before (do not repeat)."""
         return await self.store.mark_delivered(job_id)
@@ -273,8 +286,11 @@ class JobQueue:
 
     async def on_done(self, job_id: str, result: JobResult) -> None:
         path = self.store.write_result(job_id, result.image, extension_for(result.format))
+        if result.timelapse is not None:
+            self.store.write_file(job_id, TIMELAPSE_FILE, result.timelapse)
         meta = result.to_dict()
         meta.pop("image")
+        meta["timelapse"] = meta.pop("timelapse", None) is not None
         await self._end(job_id, JobState.DONE, result=meta, result_path=str(path))
 
     async def on_failed(self, job_id: str, reason: str, *, retry: bool) -> None:
@@ -347,7 +363,9 @@ class JobQueue:
                 continue
             payload = WorkPayload(job_id=job.id, params=job.params, content=content, styles=styles,
                                   output_format=job.output_format, max_output_bytes=job.max_output_bytes,
-                                  preview_interval=self.config.preview_interval_seconds)
+                                  preview_interval=self.config.preview_interval_seconds,
+                                  clip_limits=job.clip_limits.to_dict(), animation_format=job.animation_format,
+                                  timelapse_frames=job.timelapse_frames)
             log.info("job %s started (attempt %d)", job.id, job.attempts)
             await self._publish(JobUpdate("state", job))
             await self.backend.dispatch(payload)

@@ -25,7 +25,7 @@ from nst_jobs.models import Job, JobRequest, JobState
 
 __all__ = ["JobStore", "connect_sqlite"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -51,13 +51,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel_requested_by TEXT,
     started_at REAL,
     finished_at REAL,
-    delivered_at REAL
+    delivered_at REAL,
+    options TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_requester ON jobs (requester, state);
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-_JSON_COLUMNS = ("params", "meta", "progress", "result")
+_JSON_COLUMNS = ("params", "meta", "progress", "result", "options")
+#: Columns added after the first schema: (name, definition), added to an older table when it is opened.
+_ADDED_COLUMNS = (("options", "TEXT NOT NULL DEFAULT '{}'"),)  # schema 2: animation and timelapse options
 _ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
 
 
@@ -117,7 +120,11 @@ class JobStore:
         data_dir.mkdir(parents=True, exist_ok=True)
         (data_dir / "jobs").mkdir(exist_ok=True)
         db = await connect_sqlite(data_dir / "jobs.sqlite3", _SCHEMA)
-        await db.execute("INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', ?)",
+        columns = {row["name"] for row in await db.execute_fetchall("PRAGMA table_info(jobs)")}
+        for name, definition in _ADDED_COLUMNS:
+            if name not in columns:
+                await db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+        await db.execute("INSERT OR REPLACE INTO store_meta (key, value) VALUES ('schema_version', ?)",
                          (str(SCHEMA_VERSION),))
         return cls(db, data_dir)
 
@@ -136,7 +143,11 @@ class JobStore:
 
     def write_result(self, job_id: str, data: bytes, extension: str) -> Path:
         """Write the result file atomically (temp file, fsync, rename)."""
-        path = self.job_dir(job_id) / f"result.{extension}"
+        return self.write_file(job_id, f"result.{extension}", data)
+
+    def write_file(self, job_id: str, name: str, data: bytes) -> Path:
+        """Write one of the job's files (`name` in its folder) atomically: temp file, fsync, rename."""
+        path = self.job_dir(job_id) / name
         tmp = path.with_suffix(".tmp")
         with tmp.open("wb") as fh:
             fh.write(data)
@@ -168,10 +179,12 @@ class JobStore:
                 seq = await self._scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs", ())
                 await self.db.execute(
                     "INSERT INTO jobs (id, seq, requester, guild_id, channel_id, params, style_count, output_format,"
-                    " max_output_bytes, state, attempts, created_at, meta) VALUES (?,?,?,?,?,?,?,?,?,?,0,?,?)",
+                    " max_output_bytes, state, attempts, created_at, meta, options)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,0,?,?,?)",
                     (job_id, seq, request.requester, request.guild_id, request.channel_id,
                      json.dumps(request.params.to_dict()), len(request.styles), request.output_format,
-                     request.max_output_bytes, JobState.QUEUED.value, time.time(), json.dumps(request.meta)))
+                     request.max_output_bytes, JobState.QUEUED.value, time.time(), json.dumps(request.meta),
+                     json.dumps(request.options())))
                 await self.db.execute("COMMIT")
             except BaseException:
                 await self.db.execute("ROLLBACK")

@@ -11,9 +11,10 @@ import base64
 import io
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from nst_core.clips import DEFAULT_CLIP_LIMITS, ClipLimits
 from nst_core.params import StyleParams
 from nst_core.progress import CancelCheck, ProgressEvent
 from nst_core.result import JobResult
@@ -37,6 +38,9 @@ class WorkPayload:
     output_format: str = "png"
     max_output_bytes: int | None = None
     preview_interval: float = 10.0
+    clip_limits: dict[str, Any] = field(default_factory=DEFAULT_CLIP_LIMITS.to_dict)  # `ClipLimits.to_dict()`
+    animation_format: str = "auto"
+    timelapse_frames: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (images base64) for Celery's JSON serializer."""
@@ -45,7 +49,8 @@ class WorkPayload:
             "content": base64.b64encode(self.content).decode("ascii"),
             "styles": [base64.b64encode(s).decode("ascii") for s in self.styles],
             "output_format": self.output_format, "max_output_bytes": self.max_output_bytes,
-            "preview_interval": self.preview_interval,
+            "preview_interval": self.preview_interval, "clip_limits": self.clip_limits,
+            "animation_format": self.animation_format, "timelapse_frames": self.timelapse_frames,
         }
 
     @classmethod
@@ -54,6 +59,8 @@ class WorkPayload:
             job_id=data["job_id"], params=data["params"], content=base64.b64decode(data["content"]),
             styles=tuple(base64.b64decode(s) for s in data["styles"]), output_format=data["output_format"],
             max_output_bytes=data["max_output_bytes"], preview_interval=data["preview_interval"],
+            clip_limits=data.get("clip_limits") or DEFAULT_CLIP_LIMITS.to_dict(),
+            animation_format=data.get("animation_format", "auto"), timelapse_frames=data.get("timelapse_frames", 0),
         )
 
 
@@ -105,7 +112,9 @@ def perform(payload: WorkPayload, *, report: Report, should_cancel: CancelCheck 
         report(event.to_dict(), preview)
 
     return run_job(params, payload.content, list(payload.styles), progress=progress, should_cancel=should_cancel,
-                   output_format=payload.output_format, max_output_bytes=payload.max_output_bytes)
+                   output_format=payload.output_format, max_output_bytes=payload.max_output_bytes,
+                   clip_limits=ClipLimits.from_dict(payload.clip_limits), animation_format=payload.animation_format,
+                   timelapse_frames=payload.timelapse_frames)
 
 
 def warm_up(device: str = "auto") -> None:
