@@ -1,14 +1,15 @@
 """Moving pictures through the bot: an animated GIF or a clip in, an animation out with frame progress; the server's
-animation limits (refused with the numbers, nothing queued; the size lowered, and said); the Timelapse button."""
+animation limits (refused with the numbers, nothing queued; the size lowered, and said)."""
 
 from __future__ import annotations
 
 import io
 import logging
+import re
 
 import av
 import pytest
-from bot_harness import BotEnv
+from bot_harness import BotEnv, custom_ids
 from PIL import Image, ImageChops
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(180)]
@@ -68,6 +69,42 @@ async def refused_text(env: BotEnv, payload) -> str:
     return text
 
 
+async def test_an_animated_gif_gives_an_animation_with_frame_progress(bot_env_factory, content_bytes,
+                                                                      style_bytes) -> None:
+    env: BotEnv = await bot_env_factory()
+    env.gate.close()  # the job goes on one iteration report at a time, each once the bot has shown it
+    payload = await env.stylize(env.attachment(gif(moving_frames(content_bytes)), "cat.gif", "image/gif"),
+                                env.attachment(style_bytes, "s.jpg", "image/jpeg"), size=64, iterations=20)
+    assert (await env.response(payload))["type"] == 5
+    message_id = env.original_id(payload)
+    # Held after every iteration report until the bot has shown it. Workers skip an iteration report that follows
+    # another report closely (a frame's start is one, and later frames are short), but the long first frame is
+    # reported and the clip's last iteration always is: the job is seen held in the first frame and at the very end.
+    shown_while_held = []
+    iteration, total = 0, None
+    while iteration != total:
+        _, iteration = await env.gate.wait_held(beyond=iteration)
+        shown = await env.wait_message(message_id, lambda m, i=iteration: f"iteration {i}/" in m["content"])
+        line = shown["content"].splitlines()[-1]
+        shown_while_held.append(line)
+        total = int(re.search(r"iteration \d+/(\d+)", line).group(1))
+        env.gate.step()
+    env.gate.open()
+    final = await env.wait_final(payload, timeout=120)
+    assert "frame 1/4 · scale 1/1 (64x42) · iteration " in shown_while_held[0], shown_while_held
+    assert f"100% · frame 4/4 · scale 1/1 (64x42) · iteration {total}/{total}" in shown_while_held[-1]
+    assert total > 4 and all("%" in line for line in shown_while_held)  # one bar and one count for the whole clip
+    content = final["content"]
+    assert "✅ Done" in content and f"{FRAMES} frames, 0.4 s" in content, content
+    assert "animation: 4 frames, 0.4 s (GIF)" in content  # the headline says what was sent
+    filename = final["attachments"][0]["filename"]
+    assert filename.rsplit(".", 1)[1] in ("gif", "mp4", "webp"), filename
+    frames = decoded_frames(env.attachment_bytes(final))
+    assert len(frames) > 1 and max(frames[0].size) == 64
+    job_id = job_id_of(final)
+    assert custom_ids(final) == [f"nst:reroll:{job_id}", f"nst:more:{job_id}", f"nst:less:{job_id}"]  # no timelapse
+
+
 async def test_a_clip_over_a_server_limit_is_refused_with_the_numbers(bot_env_factory, content_bytes, style_bytes,
                                                                       caplog) -> None:
     caplog.set_level(logging.INFO)
@@ -90,6 +127,70 @@ async def test_a_clip_over_a_server_limit_is_refused_with_the_numbers(bot_env_fa
     assert "Content clip lasts 0.6 s; the limit is 0.3 s. Trim it to 0.3 s or less and send it again." in text
     assert not await env.bot.queue.jobs()  # nothing was queued
     assert "refused /stylize" in caplog.text and "after download" in caplog.text
+
+
+async def test_an_animation_is_made_at_the_servers_animation_size(bot_env_factory, content_bytes,
+                                                                  style_bytes) -> None:
+    env: BotEnv = await bot_env_factory(limits={"max_clip_size": 48})
+    payload = await env.stylize(env.attachment(gif(moving_frames(content_bytes)), "cat.gif", "image/gif"),
+                                env.attachment(style_bytes, "s.jpg", "image/jpeg"), **CLIP)
+    final = await env.wait_final(payload, timeout=120)
+    assert "✅ Done" in final["content"], final["content"]
+    assert "size lowered from 64 px to 48 px, this server's size for animations" in final["content"]
+    frames = decoded_frames(env.attachment_bytes(final))
+    assert len(frames) > 1 and max(frames[0].size) == 48
+
+    # Re-roll on an animation: the same clip again, at the same size
+    job_id = job_id_of(final)
+    rerolled = await env.wait_final(await env.fake.send_component(final["id"], f"nst:reroll:{job_id}"),
+                                    timeout=120)
+    assert "✅ Done" in rerolled["content"] and f"re-roll (new seed) of `{job_id}`" in rerolled["content"]
+    frames = decoded_frames(env.attachment_bytes(rerolled))
+    assert len(frames) > 1 and max(frames[0].size) == 48
+
+
+async def test_an_animation_discord_refuses_as_too_large_is_reencoded_smaller(bot_env_factory, content_bytes,
+                                                                             style_bytes) -> None:
+    env: BotEnv = await bot_env_factory()
+    clip = gif(moving_frames(content_bytes))
+    first = await env.wait_final(await env.stylize(env.attachment(clip, "cat.gif", "image/gif"),
+                                                   env.attachment(style_bytes, "s.jpg", "image/jpeg"), **CLIP,
+                                                   seed=3), timeout=120)
+    size = len(env.attachment_bytes(first))
+    env.gate.close()
+    payload = await env.stylize(env.attachment(clip, "cat.gif", "image/gif"),
+                                env.attachment(style_bytes, "s.jpg", "image/jpeg"), **CLIP, seed=3)
+    await env.response(payload)
+    await env.gate.wait_held()
+    # the same job again, but Discord now takes less than the limit it told the bot (the engine fitted to that)
+    env.fake.interactions[payload["token"]].size_limit = limit = size * 7 // 10
+    env.gate.open()
+    final = await env.wait_final(payload, timeout=120)
+    assert "✅ Done" in final["content"] and "to fit" in final["content"], final["content"]
+    data = env.attachment_bytes(final)
+    assert len(data) <= limit and len(decoded_frames(data)) > 1
+    assert any(r.status == 413 for r in env.fake.requests)  # refused once, then re-encoded smaller
+
+
+async def test_an_mp4_in_a_message_through_the_menu(bot_env_factory, content_bytes, style_bytes) -> None:
+    # the menu has no options: the default preset (fast: 256 px), lowered to the animation size (kept tiny here)
+    env: BotEnv = await bot_env_factory(limits={"max_clip_size": 48, "max_iterations": 6})
+    style = env.attachment(style_bytes, "s.jpg", "image/jpeg")
+    saved = await env.fake.send_interaction("style", [{"type": 1, "name": "save", "options": [
+        {"name": "name", "type": 3, "value": "starry"}, {"name": "image", "type": 11, "value": style["id"]}]}],
+        attachments=[style])
+    await env.fake.wait_for_request("POST", rf"/webhooks/\d+/{saved['token']}$", timeout=15)
+    clip = env.attachment(mp4(moving_frames(content_bytes)), "cat.mp4", "video/mp4")
+    message = env.fake.post_user_message("my cat, moving", [clip])
+    menu = await env.fake.send_message_command("Stylize this image", message)
+    await env.fake.wait_for_response(menu)
+    picker_id = env.fake.interactions[menu["token"]].original_id
+    select = env.fake.components_of(picker_id)[0]
+    pick = await env.fake.send_component(picker_id, select["custom_id"], component_type=3, values=["starry"])
+    final = await env.wait_final(pick, timeout=120)
+    assert "✅ Done" in final["content"], final["content"]
+    assert "(MP4)" in final["content"] and "size lowered from 256 px to 48 px" in final["content"]
+    assert len(decoded_frames(env.attachment_bytes(final))) > 1
 
 
 async def test_a_one_frame_gif_is_a_still_and_an_animated_style_a_still_style(bot_env_factory,

@@ -139,7 +139,7 @@ class JobStarter:
                 requester=str(user.id), guild_id=str(interaction.guild_id) if interaction.guild_id else None,
                 channel_id=str(interaction.channel_id) if interaction.channel_id else None,
                 output_format=self.bot.config.limits.output_format,
-                max_output_bytes=interaction.filesize_limit,
+                max_output_bytes=interaction.filesize_limit, clip_limits=limits.clip,
                 meta={"summary": summary, "notes": notes, "origin": origin}))
         except NSTError as exc:
             await refuse_after_defer(interaction, str(exc), origin)
