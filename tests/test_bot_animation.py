@@ -1,15 +1,18 @@
 """Moving pictures through the bot: an animated GIF or a clip in, an animation out with frame progress; the server's
-animation limits (refused with the numbers, nothing queued; the size lowered, and said)."""
+animation limits (refused with the numbers, nothing queued; the size lowered, and said); the Timelapse button."""
 
 from __future__ import annotations
 
 import io
 import logging
 import re
+import shutil
+import time
 
 import av
 import pytest
 from bot_harness import BotEnv, custom_ids
+from fake_discord import EPHEMERAL
 from PIL import Image, ImageChops
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(180)]
@@ -191,6 +194,38 @@ async def test_an_mp4_in_a_message_through_the_menu(bot_env_factory, content_byt
     assert "✅ Done" in final["content"], final["content"]
     assert "(MP4)" in final["content"] and "size lowered from 256 px to 48 px" in final["content"]
     assert len(decoded_frames(env.attachment_bytes(final))) > 1
+
+
+async def test_the_timelapse_button_shows_how_a_still_took_shape(bot_env_factory, content_bytes,
+                                                                 style_bytes) -> None:
+    env: BotEnv = await bot_env_factory()
+    payload = await env.stylize(env.attachment(content_bytes), env.attachment(style_bytes, "s.jpg", "image/jpeg"),
+                                size=64, iterations=30)
+    final = await env.wait_final(payload)
+    job_id = job_id_of(final)
+    assert f"nst:timelapse:{job_id}" in custom_ids(final)
+    viewer = env.fake.add_user("curious")  # anyone in the channel may look; only they see it
+    click = await env.fake.send_component(final["id"], f"nst:timelapse:{job_id}", user=viewer)
+    response = await env.response(click)
+    assert response["type"] == 5 and response["data"]["flags"] & EPHEMERAL
+    shown = await env.wait_message(env.original_id(click), lambda m: bool(m["attachments"]), timeout=15)
+    assert shown["flags"] & EPHEMERAL and f"Timelapse of `{job_id}`" in shown["content"]
+    assert shown["attachments"][0]["filename"].endswith(".gif")
+    with Image.open(io.BytesIO(env.attachment_bytes(shown))) as img:
+        assert img.format == "GIF" and img.n_frames > 1
+    assert env.fake.last_edit_of(final["id"])["content"] == final["content"]  # the public result is untouched
+
+    # once the job's files are gone, the button says so: the files alone, then the job too (the retention purge)
+    shutil.rmtree(env.bot.queue.store.job_dir(job_id))
+    click = await env.fake.send_component(final["id"], f"nst:timelapse:{job_id}")
+    await env.response(click)
+    said = await env.wait_message(env.original_id(click), lambda m: "⚠️" in m["content"], timeout=15)
+    assert said["flags"] & EPHEMERAL and not said["attachments"]
+    assert f"timelapse of job {job_id} was deleted" in said["content"] and "kept 72 hours" in said["content"]
+    await env.bot.queue.store.purge(time.time() + 1)
+    click = await env.fake.send_component(final["id"], f"nst:timelapse:{job_id}")
+    text = await env.ephemeral_text(click)
+    assert f"timelapse of job {job_id} was deleted" in text, text
 
 
 async def test_a_one_frame_gif_is_a_still_and_an_animated_style_a_still_style(bot_env_factory,

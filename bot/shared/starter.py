@@ -8,7 +8,7 @@ replaces the public "thinking" reply by an ephemeral message. Each refusal is lo
 
 A content that turns out to be an animation (an animated GIF, WebP or PNG, a video clip; told by its bytes) is
 held to the server's animation limits before it is queued and made at the server's animation size
-(`bot.shared.animation`).
+(`bot.shared.animation`); a still asks the engine for the frames behind the Timelapse button.
 """
 
 from __future__ import annotations
@@ -140,6 +140,7 @@ class JobStarter:
                 channel_id=str(interaction.channel_id) if interaction.channel_id else None,
                 output_format=self.bot.config.limits.output_format,
                 max_output_bytes=interaction.filesize_limit, clip_limits=limits.clip,
+                timelapse_frames=0 if clip is not None else self.bot.config.limits.timelapse_frames,
                 meta={"summary": summary, "notes": notes, "origin": origin}))
         except NSTError as exc:
             await refuse_after_defer(interaction, str(exc), origin)
