@@ -97,6 +97,9 @@ async def test_an_animated_gif_gives_an_animation_with_frame_progress(bot_env_fa
     assert "frame 1/4 · scale 1/1 (64x42) · iteration " in shown_while_held[0], shown_while_held
     assert f"100% · frame 4/4 · scale 1/1 (64x42) · iteration {total}/{total}" in shown_while_held[-1]
     assert total > 4 and all("%" in line for line in shown_while_held)  # one bar and one count for the whole clip
+    previews = [m for m in env.fake.message_history(message_id) if "🎨" in m["content"]
+                and any(a["filename"].startswith("preview-") for a in m["attachments"])]
+    assert previews, "no preview rode along"
     content = final["content"]
     assert "✅ Done" in content and f"{FRAMES} frames, 0.4 s" in content, content
     assert "animation: 4 frames, 0.4 s (GIF)" in content  # the headline says what was sent
@@ -130,6 +133,29 @@ async def test_a_clip_over_a_server_limit_is_refused_with_the_numbers(bot_env_fa
     assert "Content clip lasts 0.6 s; the limit is 0.3 s. Trim it to 0.3 s or less and send it again." in text
     assert not await env.bot.queue.jobs()  # nothing was queued
     assert "refused /stylize" in caplog.text and "after download" in caplog.text
+
+
+async def test_a_damaged_clip_or_a_clip_as_style_is_refused_saying_why(bot_env_factory, content_bytes,
+                                                                      style_bytes) -> None:
+    env: BotEnv = await bot_env_factory()
+    style = env.attachment(style_bytes, "s.jpg", "image/jpeg")
+    whole_gif, whole_mp4 = gif(moving_frames(content_bytes)), mp4(moving_frames(content_bytes))
+    cases = [
+        (env.attachment(whole_gif[:len(whole_gif) // 2], "cat.gif", "image/gif", width=64, height=42),
+         "of the content clip is cut off; the file may be truncated"),
+        (env.attachment(whole_mp4[:len(whole_mp4) // 2], "cat.mp4", "video/mp4"),
+         "Content clip cannot be read as MP4 (the file is damaged or truncated)"),
+        (env.attachment(b"not a video at all", "cat.mkv", "video/x-matroska"),
+         "Content image (cat.mkv) is video/x-matroska, not an image; send PNG, JPEG, WebP, GIF, BMP or TIFF, or an "
+         "animated GIF, WebP or PNG, or an MP4, WebM or MOV clip"),
+    ]
+    for content, expected in cases:
+        text = await refused_text(env, await env.stylize(content, style, **CLIP))
+        assert expected in text, text
+    clip_as_style = env.attachment(whole_mp4, "cat.mp4", "video/mp4")  # the style is always a still
+    text = await refused_text(env, await env.stylize(env.attachment(content_bytes), clip_as_style, **CLIP))
+    assert "Style image (cat.mp4) is video/mp4, not an image; send PNG, JPEG, WebP, GIF, BMP or TIFF" in text, text
+    assert not await env.bot.queue.jobs()  # nothing was queued
 
 
 async def test_an_animation_is_made_at_the_servers_animation_size(bot_env_factory, content_bytes,
