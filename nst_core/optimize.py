@@ -33,6 +33,9 @@ __all__ = ["StylizeOutcome", "image_to_tensor", "stylize", "tensor_to_image"]
 PLATEAU_WINDOW = 10
 #: A level never stops early before this many iterations.
 MIN_LEVEL_ITERATIONS = 20
+#: A loss above this multiple of the level's best so far is an L-BFGS overshoot: back to the best image, and the
+#: optimiser starts afresh (its curvature history led it astray). Seen with strong temporal weights on animations.
+SPIKE_FACTOR = 1.5
 
 
 @dataclass
@@ -65,6 +68,22 @@ def _style_size(style: Image.Image, level: tuple[int, int], style_scale: float) 
     edge = max(16, round(max(level) * style_scale))
     ratio = edge / max(style.size)
     return max(16, round(style.width * ratio)), max(16, round(style.height * ratio))
+
+
+class _Best:
+    """The lowest-loss image a level has evaluated, with its losses."""
+
+    def __init__(self) -> None:
+        self.loss = float("inf")
+        self.image: torch.Tensor | None = None
+        self.losses: dict[str, float] = {}
+
+    def offer(self, x: torch.Tensor, terms: dict[str, torch.Tensor], total: torch.Tensor) -> None:
+        value = float(total.detach())
+        if value < self.loss:
+            self.loss = value
+            self.image = x.detach().clamp(0, 1)  # a copy: the optimiser goes on changing x in place
+            self.losses = {**{k: float(v.detach()) for k, v in terms.items()}, "total": value}
 
 
 class _Run:
@@ -140,10 +159,14 @@ class _Run:
 
     def _optimise(self, x: torch.Tensor, level: Level, criterion: WeightedSum,
                   original: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Optimise `x` for the level's budget (or until a plateau); the level's last losses with it."""
+        """Optimise `x` for the level's budget (or until a plateau); the best image seen and its losses.
+
+        The best image is the one with the lowest loss evaluated, so a last step that overshot is not returned.
+        """
         x = x.requires_grad_(True)
         optimizer = self._optimizer(x)
         last: dict[str, torch.Tensor] = {}
+        best = _Best()
 
         def closure() -> torch.Tensor:
             self.check_cancel()
@@ -151,6 +174,7 @@ class _Run:
             total, terms = criterion(self.encode(x), x)
             total.backward()
             last.update(terms, total=total)
+            best.offer(x, terms, total)
             return total
 
         history: list[float] = []
@@ -163,6 +187,10 @@ class _Run:
             self.clock.step()
             losses = {k: float(v.detach()) for k, v in last.items()}
             history.append(losses["total"])
+            if losses["total"] > SPIKE_FACTOR * best.loss:
+                with torch.no_grad():
+                    x.copy_(best.image)
+                optimizer = self._optimizer(x)
             self._emit(EventKind.ITERATION, level, losses, self.clock.eta(), x=x, content=original)
             if self._plateau(history):
                 done = self.clock.done_here
@@ -170,7 +198,9 @@ class _Run:
                 self._emit(EventKind.EARLY_STOP, level, losses, self.clock.eta(), message=f"scale {level.index + 1} "
                            f"converged after {done} iterations; skipped {skipped}")
                 break
-        return x.detach(), losses
+        if best.image is None:
+            return x.detach(), losses
+        return best.image, best.losses
 
     def _plateau(self, history: list[float]) -> bool:
         tol = self.params.early_stop

@@ -300,3 +300,34 @@ def test_max_bytes_that_forces_jpeg_keeps_the_extension_truthful(tmp_path, capsy
     assert not out.exists() and written.stat().st_size <= 2500
     assert captured.out.startswith(f"wrote {written} (")
     assert "re-encoded as JPEG" in captured.err  # the engine's note is passed on
+
+
+# ---- animations -----------------------------------------------------------------------------------------------------
+
+
+def _gif(path: Path, frames: int = 3) -> Path:
+    base = Image.open(CONTENT).convert("RGB")
+    images = [base.crop((4 * t, 0, 4 * t + 96, 96)).resize((64, 64)) for t in range(frames)]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=90, loop=0)
+    return path
+
+
+def test_an_animated_gif_becomes_a_stylised_gif_with_frame_progress(tmp_path):
+    out = tmp_path / "moving.gif"
+    proc = stylize(_gif(tmp_path / "in.gif"), [STARRY], out, "--frame-iterations", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "frame 3/3" in proc.stderr  # the bar names the frame
+    assert "3 frames, 0.3 s" in proc.stdout
+    with Image.open(out) as image:
+        assert image.format == "GIF" and image.n_frames == 3 and image.info["duration"] == 90
+
+
+def test_an_animation_written_as_a_still_extension_is_refused_before_any_work(tmp_path):
+    proc = stylize(_gif(tmp_path / "in.gif"), [STARRY], tmp_path / "out.png")
+    assert_one_line_error(proc, "the content is an animation", ".gif, .webp, .mp4")
+
+
+def test_max_frames_refuses_a_longer_animation_with_the_numbers(tmp_path):
+    proc = stylize(_gif(tmp_path / "in.gif", frames=4), [STARRY], tmp_path / "out.mp4", "--max-frames", "3")
+    assert_one_line_error(proc, "4 frames", "the limit is 3")
