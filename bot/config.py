@@ -15,11 +15,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from nst_core.clips import DEFAULT_CLIP_LIMITS
 from nst_core.images import DEFAULT_MAX_PIXELS
 from nst_jobs.config import QueueConfig
 
 __all__ = [
     "DEFAULT_CDN_HOSTS",
+    "MAX_CLIP_FRAMES",
+    "MAX_CLIP_SECONDS",
     "BotConfig",
     "ConfigError",
     "DiscordSettings",
@@ -32,6 +35,9 @@ __all__ = [
 
 DEFAULT_CDN_HOSTS = ("cdn.discordapp.com", "media.discordapp.net")
 MIB = 1024 * 1024
+#: The most an operator may allow for animations (a server's admins may only lower what the operator allows).
+MAX_CLIP_FRAMES = 10_000
+MAX_CLIP_SECONDS = 3600.0
 
 
 class ConfigError(Exception):
@@ -73,7 +79,8 @@ class DiscordSettings(_Section):
 
 
 class LimitSettings(_Section):
-    """Bot-wide limits. Server admins can lower the size, iteration and per-user limits for their server."""
+    """Bot-wide limits. Server admins can lower the size, iteration, per-user and animation limits for their
+    server."""
 
     max_attachment_bytes: int = Field(default=25 * MIB, ge=1024, le=500 * MIB)  # per input image
     max_input_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=10_000, le=178_956_970)  # width x height
@@ -83,6 +90,11 @@ class LimitSettings(_Section):
     output_format: Literal["png", "jpeg", "webp"] = "png"  # preferred; re-encoded when over the upload limit
     cooldown_seconds: float = Field(default=10.0, ge=0, le=3600)  # between two /stylize of one user
     max_saved_styles: int = Field(default=100, ge=1, le=1000)  # per server
+    # moving pictures (an animated GIF / WebP / PNG or a short video as the content); more is refused, not cut
+    max_clip_frames: int = Field(default=DEFAULT_CLIP_LIMITS.max_frames, ge=2, le=MAX_CLIP_FRAMES)
+    max_clip_seconds: float = Field(default=DEFAULT_CLIP_LIMITS.max_seconds, gt=0, le=MAX_CLIP_SECONDS)
+    max_clip_size: int = Field(default=256, ge=32, le=4096)  # an animation's output long edge; larger is lowered
+    timelapse_frames: int = Field(default=24, ge=0, le=100)  # a still's Timelapse button (frames kept); 0: none
 
 
 class ProgressSettings(_Section):

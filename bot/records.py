@@ -44,7 +44,10 @@ CREATE TABLE IF NOT EXISTS guild_settings (
     max_size INTEGER,
     max_iterations INTEGER,
     per_user_cap INTEGER,
-    channels TEXT NOT NULL DEFAULT '[]'
+    channels TEXT NOT NULL DEFAULT '[]',
+    max_clip_frames INTEGER,
+    max_clip_seconds REAL,
+    max_clip_size INTEGER
 );
 CREATE TABLE IF NOT EXISTS saved_styles (
     guild_id INTEGER NOT NULL,
@@ -66,6 +69,15 @@ CREATE TABLE IF NOT EXISTS job_tally (
 CREATE INDEX IF NOT EXISTS job_tally_by_guild ON job_tally (guild_id, finished_at);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+#: Columns added to a table after its first release: (table, column, SQL type), added to an older file on open.
+_ADDED_COLUMNS = (
+    ("guild_settings", "max_clip_frames", "INTEGER"),
+    ("guild_settings", "max_clip_seconds", "REAL"),
+    ("guild_settings", "max_clip_size", "INTEGER"),
+)
+_GUILD_COLUMNS = ("max_size", "max_iterations", "per_user_cap", "channels", "max_clip_frames", "max_clip_seconds",
+                  "max_clip_size")
 
 
 @dataclass
@@ -94,6 +106,9 @@ class GuildSettings:
     max_iterations: int | None = None
     per_user_cap: int | None = None
     channels: tuple[int, ...] = ()
+    max_clip_frames: int | None = None  # animations: frames, seconds and output long edge
+    max_clip_seconds: float | None = None
+    max_clip_size: int | None = None
 
 
 def style_key(name: str) -> str:
@@ -133,7 +148,12 @@ class BotStore:
     @classmethod
     async def open(cls, data_dir: Path) -> BotStore:
         data_dir.mkdir(parents=True, exist_ok=True)
-        return cls(await connect_sqlite(data_dir / "bot.sqlite3", _SCHEMA), data_dir)
+        db = await connect_sqlite(data_dir / "bot.sqlite3", _SCHEMA)
+        for table, column, kind in _ADDED_COLUMNS:  # a file written by an older bot
+            present = {row["name"] for row in await db.execute_fetchall(f"PRAGMA table_info({table})")}
+            if column not in present:
+                await db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        return cls(db, data_dir)
 
     async def close(self) -> None:
         await self.db.close()
@@ -162,14 +182,14 @@ class BotStore:
         rows = list(await self.db.execute_fetchall("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,)))
         if not rows:
             return GuildSettings()
-        row = rows[0]
-        return GuildSettings(row["max_size"], row["max_iterations"], row["per_user_cap"],
-                             tuple(json.loads(row["channels"])))
+        values = {name: rows[0][name] for name in _GUILD_COLUMNS}
+        return GuildSettings(**{**values, "channels": tuple(json.loads(values["channels"]))})
 
     async def save_guild_settings(self, guild_id: int, settings: GuildSettings) -> None:
-        await self._write("INSERT OR REPLACE INTO guild_settings VALUES (?,?,?,?,?)",
-                          (guild_id, settings.max_size, settings.max_iterations, settings.per_user_cap,
-                           json.dumps(list(settings.channels))))
+        values = {name: getattr(settings, name) for name in _GUILD_COLUMNS}
+        values["channels"] = json.dumps(list(settings.channels))
+        await self._write(f"INSERT OR REPLACE INTO guild_settings (guild_id, {', '.join(_GUILD_COLUMNS)}) "
+                          f"VALUES ({', '.join('?' * (len(_GUILD_COLUMNS) + 1))})", (guild_id, *values.values()))
 
     # -- saved styles --------------------------------------------------------------------------------------------------
     async def save_style(self, guild_id: int, name: str, image: bytes, created_by: int) -> SavedStyle:

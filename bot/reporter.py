@@ -24,6 +24,7 @@ from PIL import Image
 
 from bot.records import Reply
 from bot.shared import render
+from bot.shared.animation import fit_animation
 from bot.shared.buttons import job_view
 from nst_core.encoding import encode_to_fit, extension_for
 from nst_core.errors import NSTError
@@ -264,22 +265,27 @@ class Reporter:
         notes = [str(n) for n in job.meta.get("notes") or []]
         result["notes"] = notes + list(result.get("notes") or [])
         elapsed = (job.finished_at or time.time()) - (job.started_at or job.created_at)
+        animated = int(result.get("frames") or 1) > 1
+        view = job_view(job.id, running=False, timelapse=bool(result.get("timelapse")) and not animated)
         for _ in range(DELIVERY_TRIES):
             text = render.done_text(job.id, summary, result, size_note=size_note, elapsed=elapsed)
             file = discord.File(io.BytesIO(data), filename=f"nst-{job.id}.{extension_for(fmt)}")
             try:
-                await self._final(text, files=[file], view=job_view(job.id, running=False))
+                await self._final(text, files=[file], view=view)
                 return
             except discord.HTTPException as exc:
                 if exc.code != UPLOAD_TOO_LARGE:
                     raise
-                data, fmt, note = await self._shrink(data, len(data) // 2)
+                data, fmt, note = await self._shrink(data, len(data) // 2, animated=animated)
                 size_note = note
                 log.warning("job %s: result refused as too large; %s", job.id, note)
         raise RuntimeError(f"job {job.id}: the result could not be uploaded")
 
-    async def _shrink(self, data: bytes, limit: int) -> tuple[bytes, str, str]:
+    async def _shrink(self, data: bytes, limit: int, *, animated: bool) -> tuple[bytes, str, str]:
+        """The result re-encoded in at most `limit` bytes: (bytes, format, note)."""
         def work() -> tuple[bytes, str, str]:
+            if animated:
+                return fit_animation(data, limit)
             with Image.open(io.BytesIO(data)) as image:
                 fitted = encode_to_fit(image, limit)
             return fitted.data, fitted.format, fitted.note

@@ -145,11 +145,17 @@ async def test_admin_settings_limit_the_server_and_stats_count_jobs(bot_env_fact
     too_big = await env.fake.send_interaction(admin, sub("settings", [{"name": "max_size", "type": 4,
                                                                         "value": 2048}]))
     assert "max_size=2048 is above the bot's limit of 1024" in await env.ephemeral_text(too_big)
+    too_long = await env.fake.send_interaction(admin, sub("settings", [
+        {"name": "max_clip_seconds", "type": 10, "value": 20.0}, {"name": "max_clip_size", "type": 4, "value": 16}]))
+    text = await env.ephemeral_text(too_long)
+    assert "max_clip_seconds=20 is above the bot's limit of 10" in text, text
+    assert "max_clip_size=16 is too small; at least 32 px" in text
     ok = await env.fake.send_interaction(admin, sub("settings", [
         {"name": "max_size", "type": 4, "value": 64}, {"name": "allow_channel", "type": 7,
                                                        "value": env.fake.channel_id}]))
     text = await env.ephemeral_text(ok)
     assert "(updated)" in text and "max size: 64 px" in text and f"<#{env.fake.channel_id}>" in text
+    assert "animations: at most 48 frames (bot limit) and 10 s (bot limit), made at 256 px (bot limit)" in text
 
     elsewhere = await env.stylize(env.attachment(content_bytes), env.attachment(style_bytes, "s.jpg", "image/jpeg"),
                                   channel_id=env.fake.other_channel_id, **TINY)

@@ -79,21 +79,6 @@ async def test_bad_bytes_after_download_replace_the_thinking_reply(bot_env_facto
     assert not await env.bot.queue.jobs()  # nothing was queued
 
 
-async def test_animated_gif_uses_its_first_frame(bot_env_factory, style_bytes) -> None:
-    env: BotEnv = await bot_env_factory()
-    frames = [Image.new("RGB", (96, 64), c) for c in ((250, 200, 0), (0, 0, 255))]
-    buf = io.BytesIO()
-    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
-    payload = await env.stylize(env.attachment(buf.getvalue(), "anim.gif", "image/gif"),
-                                env.attachment(style_bytes, "s.jpg", "image/jpeg"), **TINY)
-    final = await env.wait_final(payload)
-    assert "✅ Done" in final["content"]
-    with Image.open(io.BytesIO(env.attachment_bytes(final))) as img:
-        assert img.size == (64, 43)
-        r, _, b = img.convert("RGB").resize((1, 1)).getpixel((0, 0))
-        assert r > b  # the yellow first frame, not the blue second one
-
-
 async def test_missing_or_doubled_style(bot_env_factory, content_bytes, style_bytes) -> None:
     env: BotEnv = await bot_env_factory()
     payload = await env.stylize(env.attachment(content_bytes), None, **TINY)

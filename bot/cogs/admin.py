@@ -1,6 +1,7 @@
 """/nst-admin settings and /nst-admin stats, for members with the Manage Server permission.
 
-Settings lower the bot-wide limits for one server (never raise them) and can restrict /stylize to some channels.
+Settings lower the bot-wide limits for one server (never raise them), animations' among them (frames, seconds, the
+size an animation is made at), and can restrict /stylize to some channels.
 Stats read the bot's own tally of finished jobs (kept after the job table's retention purge). `Optional[...]` below:
 discord.py's Range annotations are objects, which the `X | None` syntax does not accept.
 """
@@ -12,12 +13,13 @@ import logging
 import statistics
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.config import MAX_CLIP_FRAMES, MAX_CLIP_SECONDS
 from bot.records import GuildSettings
 from bot.shared.refusals import refuse, require_manage_guild
 from bot.shared.render import duration
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATS_DAYS = 7
+_N = TypeVar("_N", int, float)
 
 
 @app_commands.default_permissions(manage_guild=True)
@@ -46,6 +49,9 @@ class AdminCog(commands.GroupCog, group_name="nst-admin", group_description="Sty
         max_size="largest output (long edge, px) members may ask for; 0: the bot's limit",
         max_iterations="most iterations members may ask for; 0: the bot's limit",
         per_user_cap="waiting + running jobs per member; 0: the bot's limit",
+        max_clip_frames="most frames an animation or clip may have; 0: the bot's limit",
+        max_clip_seconds="longest animation or clip, in seconds; 0: the bot's limit",
+        max_clip_size="long edge (px) animations are made at, at most (larger is lowered); 0: the bot's limit",
         allow_channel="allow /stylize in this channel (once any is allowed, only those are)",
         remove_channel="stop allowing this channel",
         all_channels="allow /stylize in every channel again",
@@ -56,6 +62,9 @@ class AdminCog(commands.GroupCog, group_name="nst-admin", group_description="Sty
         max_size: Optional[app_commands.Range[int, 0, 4096]] = None,  # noqa: UP045
         max_iterations: Optional[app_commands.Range[int, 0, 10000]] = None,  # noqa: UP045
         per_user_cap: Optional[app_commands.Range[int, 0, 100]] = None,  # noqa: UP045
+        max_clip_frames: Optional[app_commands.Range[int, 0, MAX_CLIP_FRAMES]] = None,  # noqa: UP045
+        max_clip_seconds: Optional[app_commands.Range[float, 0.0, MAX_CLIP_SECONDS]] = None,  # noqa: UP045
+        max_clip_size: Optional[app_commands.Range[int, 0, 4096]] = None,  # noqa: UP045
         allow_channel: discord.TextChannel | None = None,
         remove_channel: discord.TextChannel | None = None,
         all_channels: bool | None = None,
@@ -64,13 +73,19 @@ class AdminCog(commands.GroupCog, group_name="nst-admin", group_description="Sty
         cfg = self.bot.config
         current = await self.bot.store.guild_settings(guild_id)
         problems = []
-        for name, value, ceiling in (("max_size", max_size, cfg.limits.max_size),
-                                     ("max_iterations", max_iterations, cfg.limits.max_iterations),
-                                     ("per_user_cap", per_user_cap, cfg.queue.per_user_cap)):
+        limits = cfg.limits
+        for name, value, ceiling in (("max_size", max_size, limits.max_size),
+                                     ("max_iterations", max_iterations, limits.max_iterations),
+                                     ("per_user_cap", per_user_cap, cfg.queue.per_user_cap),
+                                     ("max_clip_frames", max_clip_frames, limits.max_clip_frames),
+                                     ("max_clip_seconds", max_clip_seconds, limits.max_clip_seconds),
+                                     ("max_clip_size", max_clip_size, limits.max_clip_size)):
             if value is not None and value > ceiling:
-                problems.append(f"{name}={value} is above the bot's limit of {ceiling}")
-        if max_size is not None and 0 < max_size < 64:
-            problems.append(f"max_size={max_size} is too small; at least 64 px")
+                problems.append(f"{name}={value:g} is above the bot's limit of {ceiling:g}")
+        for name, value, floor, unit in (("max_size", max_size, 64, " px"), ("max_clip_size", max_clip_size, 32, " px"),
+                                         ("max_clip_frames", max_clip_frames, 2, " frames")):
+            if value is not None and 0 < value < floor:
+                problems.append(f"{name}={value} is too small; at least {floor}{unit}")
         if problems:
             await refuse(interaction, "; ".join(problems), "/nst-admin settings")
             return
@@ -82,23 +97,30 @@ class AdminCog(commands.GroupCog, group_name="nst-admin", group_description="Sty
         if remove_channel is not None and remove_channel.id in channels:
             channels.remove(remove_channel.id)
 
-        def pick(value: int | None, old: int | None) -> int | None:
+        def pick(value: _N | None, old: _N | None) -> _N | None:
             return old if value is None else (value or None)
 
         updated = GuildSettings(max_size=pick(max_size, current.max_size),
                                 max_iterations=pick(max_iterations, current.max_iterations),
-                                per_user_cap=pick(per_user_cap, current.per_user_cap), channels=tuple(channels))
+                                per_user_cap=pick(per_user_cap, current.per_user_cap), channels=tuple(channels),
+                                max_clip_frames=pick(max_clip_frames, current.max_clip_frames),
+                                max_clip_seconds=pick(max_clip_seconds, current.max_clip_seconds),
+                                max_clip_size=pick(max_clip_size, current.max_clip_size))
         if updated != current:
             await self.bot.store.save_guild_settings(guild_id, updated)
             log.info("guild %s: settings changed by %s: %s", guild_id, interaction.user.id, updated)
         where = ", ".join(f"<#{c}>" for c in updated.channels) or "every channel"
+
+        def shown(own: float | None, bot_limit: float, unit: str = "") -> str:
+            return f"{own or bot_limit:g}{unit}{'' if own else ' (bot limit)'}"
+
         text = ("**Style transfer settings for this server**" + (" (updated)" if updated != current else "") + "\n"
-                f"• max size: {updated.max_size or cfg.limits.max_size} px"
-                f"{'' if updated.max_size else ' (bot limit)'}\n"
-                f"• max iterations: {updated.max_iterations or cfg.limits.max_iterations}"
-                f"{'' if updated.max_iterations else ' (bot limit)'}\n"
-                f"• jobs per member: {updated.per_user_cap or cfg.queue.per_user_cap}"
-                f"{'' if updated.per_user_cap else ' (bot limit)'}\n"
+                f"• max size: {shown(updated.max_size, limits.max_size, ' px')}\n"
+                f"• max iterations: {shown(updated.max_iterations, limits.max_iterations)}\n"
+                f"• jobs per member: {shown(updated.per_user_cap, cfg.queue.per_user_cap)}\n"
+                f"• animations: at most {shown(updated.max_clip_frames, limits.max_clip_frames, ' frames')} and "
+                f"{shown(updated.max_clip_seconds, limits.max_clip_seconds, ' s')}, made at "
+                f"{shown(updated.max_clip_size, limits.max_clip_size, ' px')}\n"
                 f"• /stylize allowed in: {where}")
         await interaction.response.send_message(text, ephemeral=True)
 

@@ -1,14 +1,19 @@
 """The buttons under a job's reply, understood: Cancel stops the job; Re-roll, More style and Less style start a
-follow-up job from the same images.
+follow-up job from the same images (a still or an animation alike); Timelapse shows how a still took shape.
 
 A follow-up reads the earlier job's stored inputs back from the queue (`JobQueue.inputs`), keeps the seed that job
 drew so only what the button says changes, holds the result to the server's current limits (they may have been
 lowered since), and starts like any other job (`JobStarter.start`). The clicks arrive through a
 `discord.ui.DynamicItem` registered when this cog loads, so buttons on replies sent before a restart keep working.
+
+The timelapse (a small GIF the engine recorded while it painted the still, kept beside the result) is posted as an
+ephemeral reply to whoever pressed the button: anyone in the channel may be curious, and a public post per press
+would fill the channel with copies of the same GIF; the result itself stays the one public message.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from typing import TYPE_CHECKING, Any
@@ -16,14 +21,17 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.ext import commands
 
+from bot.reporter import UPLOAD_TOO_LARGE
 from bot.shared.buttons import TEMPLATE, ButtonAction, job_button
 from bot.shared.cancel import cancel_job
 from bot.shared.options import apply_limits
-from bot.shared.refusals import apologise, refuse
-from bot.shared.starter import ImageSource
+from bot.shared.refusals import apologise, refuse, sentence
+from bot.shared.render import timelapse_text
+from bot.shared.starter import CONTENT, ImageSource
 from nst_core.errors import NSTError
 from nst_core.images import style_role
 from nst_core.params import StyleParams
+from nst_jobs.errors import JobNotFoundError
 
 if TYPE_CHECKING:
     from bot.app import StyleBot
@@ -78,6 +86,9 @@ class ResultsCog(commands.Cog, name="Results"):
         if action == ButtonAction.CANCEL:
             await cancel_job(self.bot.queue, interaction, job_id)
             return
+        if action == ButtonAction.TIMELAPSE:
+            await self.show_timelapse(interaction, job_id)
+            return
         origin = f"button {action}"
         try:
             inputs = await self.bot.queue.inputs(job_id)
@@ -85,9 +96,8 @@ class ResultsCog(commands.Cog, name="Results"):
             await refuse(interaction, str(exc), origin)
             return
         except OSError:
-            hours = self.bot.config.queue.retention_hours
-            await refuse(interaction, f"the images of job {job_id} were deleted (they are kept {hours:g} hours); "
-                         "run /stylize again", origin)
+            await refuse(interaction, f"the images of job {job_id} were deleted ({self._kept()}); run /stylize "
+                         "again", origin)
             return
         used = dict(inputs.params)
         if inputs.seed is not None:
@@ -109,8 +119,44 @@ class ResultsCog(commands.Cog, name="Results"):
                                      origin=f"job {inputs.job_id}'s")
         count = len(inputs.styles)
         styles = [ImageSource(data=data, name=style_role(i, count)) for i, data in enumerate(inputs.styles)]
-        await starter.start(interaction, params=params, content=ImageSource(data=inputs.content, name="content"),
+        await starter.start(interaction, params=params, content=ImageSource(data=inputs.content, name=CONTENT),
                             styles=styles, summary=f"{change} of `{inputs.job_id}`", notes=notes, origin=origin)
+
+    def _kept(self) -> str:
+        return f"a job's files are kept {self.bot.config.queue.retention_hours:g} hours"
+
+    async def show_timelapse(self, interaction: discord.Interaction[Any], job_id: str) -> None:
+        """Post job `job_id`'s timelapse GIF to whoever pressed the button, ephemerally (see the module docstring)."""
+        origin = "button timelapse"
+        gone = f"the timelapse of job {job_id} was deleted ({self._kept()}); run /stylize again to make a new one"
+        try:
+            job = await self.bot.queue.get(job_id)
+        except JobNotFoundError:
+            await refuse(interaction, gone, origin)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)  # the private "thinking" becomes the GIF
+        try:
+            data = await self.bot.queue.timelapse(job)
+        except OSError:
+            data = None
+        if data is None:
+            await self._say(interaction, gone, origin)
+            return
+        file = discord.File(io.BytesIO(data), filename=f"nst-{job.id}-timelapse.gif")
+        try:
+            await interaction.edit_original_response(content=timelapse_text(job.id, len(data)), attachments=[file])
+        except discord.HTTPException as exc:
+            if exc.code != UPLOAD_TOO_LARGE:
+                raise
+            await self._say(interaction, f"the timelapse of job {job_id} is larger than this server's upload limit",
+                            origin)
+            return
+        log.info("job %s: timelapse shown to user %s", job.id, interaction.user.id)
+
+    async def _say(self, interaction: discord.Interaction[Any], message: str, origin: str) -> None:
+        """A refusal in the deferred ephemeral reply itself (only the member sees it)."""
+        log.info("refused %s for user %s: %s", origin, interaction.user.id, message)
+        await interaction.edit_original_response(content=sentence(message))
 
 
 async def setup(bot: StyleBot) -> None:

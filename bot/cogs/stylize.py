@@ -1,7 +1,10 @@
 """/stylize and the "Stylize this image" message menu: turn what the member picked into a job.
 
-The option ranges come from the engine's parameter model (`bot.shared.options`); `typing.Optional[...]` is used on
-purpose below, because discord.py's Range annotations are objects, which the `X | None` syntax does not accept.
+The content may be a moving picture (an animated GIF, WebP or PNG, or an MP4, WebM or MOV clip): the starter
+tells by its bytes and makes an animation of it (`bot.shared.animation`); the style is always a still (a GIF style
+gives its first frame). The option ranges come from the engine's parameter model (`bot.shared.options`);
+`typing.Optional[...]` is used on purpose below, because discord.py's Range annotations are objects, which the
+`X | None` syntax does not accept.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.records import style_key
+from bot.shared.animation import VIDEO_EXTENSIONS, is_video_type
 from bot.shared.options import (
     COLOR_CHOICES,
     PRESET_CHOICES,
@@ -25,7 +29,7 @@ from bot.shared.options import (
     saved_style_choices,
 )
 from bot.shared.refusals import UserFacingError, apologise, refuse
-from bot.shared.starter import ImageSource
+from bot.shared.starter import CONTENT, ImageSource
 from nst_core.errors import NSTError
 
 if TYPE_CHECKING:
@@ -42,6 +46,8 @@ SeedOption = option_range("seed", int)
 
 PICKER_TIMEOUT_S = 300.0
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+NO_CONTENT = ("that message has no image attached (PNG, JPEG, WebP, GIF, BMP or TIFF, an animated GIF, WebP or "
+              "PNG, or an MP4, WebM or MOV clip)")
 
 
 class StylizeCog(commands.Cog):
@@ -59,7 +65,7 @@ class StylizeCog(commands.Cog):
     @app_commands.command(name="stylize", description="Repaint a photo in the style of a painting")
     @app_commands.guild_only()
     @app_commands.describe(
-        content="the photo to repaint",
+        content="the photo to repaint, or an animated GIF / WebP / PNG or a short MP4, WebM or MOV clip",
         style="the painting whose style to copy (or pick a saved_style)",
         saved_style="a style saved on this server, instead of a style image",
         preset="quality: fast, balanced (default) or best",
@@ -100,7 +106,7 @@ class StylizeCog(commands.Cog):
         summary = describe_params(params, options.preset or self.bot.config.limits.default_preset)
         if saved_style and style is None:
             summary += f" · style “{style_key(saved_style)}”"  # as saved, however it was typed
-        await starter.start(interaction, params=params, content=ImageSource(attachment=content, name="content"),
+        await starter.start(interaction, params=params, content=ImageSource(attachment=content, name=CONTENT),
                             styles=[style_source], summary=summary, notes=notes, origin="/stylize")
 
     @stylize.autocomplete("saved_style")
@@ -130,10 +136,9 @@ class StylizeCog(commands.Cog):
 
     # -- the message menu ------------------------------------------------------------------------------------------
     async def stylize_message(self, interaction: discord.Interaction[Any], message: discord.Message) -> None:
-        image = next((a for a in message.attachments if _looks_like_image(a)), None)
+        image = next((a for a in message.attachments if _looks_like_content(a)), None)
         if image is None:
-            await refuse(interaction, "that message has no image attached (PNG, JPEG, WebP, GIF, BMP or "
-                                 "TIFF)", "menu")
+            await refuse(interaction, NO_CONTENT, "menu")
             return
         styles = await self.bot.store.styles(interaction.guild_id or 0)
         if not styles:
@@ -154,14 +159,15 @@ class StylizeCog(commands.Cog):
             await refuse(interaction, str(exc), "menu")
             return
         summary = describe_params(params, self.bot.config.limits.default_preset) + f" · style “{style_name}”"
-        await starter.start(interaction, params=params, content=ImageSource(attachment=image, name="content"),
+        await starter.start(interaction, params=params, content=ImageSource(attachment=image, name=CONTENT),
                             styles=[source], summary=summary, notes=notes, origin="menu")
 
 
-def _looks_like_image(att: discord.Attachment) -> bool:
+def _looks_like_content(att: discord.Attachment) -> bool:
+    """An image or a video clip, as the message's attachment says (its bytes are checked after the download)."""
     if att.content_type:
-        return att.content_type.lower().startswith("image/")
-    return att.filename.lower().endswith(IMAGE_EXTENSIONS)
+        return att.content_type.lower().startswith("image/") or is_video_type(att.content_type)
+    return att.filename.lower().endswith((*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS))
 
 
 class StylePicker(discord.ui.View):

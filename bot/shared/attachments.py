@@ -3,7 +3,9 @@
 Three steps, cheapest first: the declared metadata (content type, byte size, width x height) is checked before any
 download; the download comes only from the allowed CDN hosts and stops at the byte cap while streaming; the bytes
 are then decoded once by the engine's safe decoder (`nst_core.images.decode_image`, in a thread) so a bad file is
-refused now, with its own message, rather than failing later in a worker.
+refused now, with its own message, rather than failing later in a worker. A content attachment may also be a video
+clip (`accept_video`); the starter probes those bytes as a clip (`bot.shared.animation`) instead of decoding them
+as a still.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from dataclasses import dataclass
 import aiohttp
 import yarl
 
+from bot.shared.animation import is_video_type
 from nst_core.errors import NotAnImageError, NSTError
 from nst_core.images import check_declared_size, decode_image
 
-__all__ = ["DownloadError", "ImageLimits", "InputImage", "check_attachment_metadata", "fetch_image"]
+__all__ = ["DownloadError", "ImageLimits", "InputImage", "check_attachment_metadata", "fetch_bytes", "fetch_image"]
 
 DOWNLOAD_TIMEOUT_S = 60.0
 _CHUNK = 64 * 1024
@@ -49,12 +52,19 @@ def _subject(role: str) -> str:
     return f"{role} image"
 
 
+SEND_IMAGE = "send PNG, JPEG, WebP, GIF, BMP or TIFF"
+SEND_CONTENT = SEND_IMAGE + ", or an animated GIF, WebP or PNG, or an MP4, WebM or MOV clip"
+
+
 def check_attachment_metadata(*, role: str, filename: str, size: int, content_type: str | None,
-                              width: int | None, height: int | None, limits: ImageLimits) -> None:
-    """Refuse what the metadata already shows to be unusable (raises NSTError subclasses with user messages)."""
-    if content_type and not content_type.lower().startswith("image/"):
-        raise NotAnImageError(f"{_subject(role)} ({filename}) is {content_type}, not an image; send PNG, JPEG, "
-                              "WebP, GIF, BMP or TIFF", role=role)
+                              width: int | None, height: int | None, limits: ImageLimits,
+                              accept_video: bool = False) -> None:
+    """Refuse what the metadata already shows to be unusable (raises NSTError subclasses with user messages).
+    `accept_video`: a video clip is fine too (the content of an animation)."""
+    video = accept_video and is_video_type(content_type)
+    if content_type and not content_type.lower().startswith("image/") and not video:
+        send = SEND_CONTENT if accept_video else SEND_IMAGE
+        raise NotAnImageError(f"{_subject(role)} ({filename}) is {content_type}, not an image; {send}", role=role)
     check_declared_size(size, width, height, role=role, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes)
 
 
@@ -101,13 +111,21 @@ async def download(session: aiohttp.ClientSession, url: str, *, role: str, limit
                             "again") from None
 
 
+async def fetch_bytes(session: aiohttp.ClientSession, *, url: str, role: str, filename: str, size: int,
+                      content_type: str | None, width: int | None, height: int | None, limits: ImageLimits,
+                      accept_video: bool = False) -> bytes:
+    """Check the metadata, download: the attachment's bytes, not decoded yet (or an NSTError saying why not)."""
+    check_attachment_metadata(role=role, filename=filename, size=size, content_type=content_type, width=width,
+                              height=height, limits=limits, accept_video=accept_video)
+    return await download(session, url, role=role, limits=limits)
+
+
 async def fetch_image(session: aiohttp.ClientSession, *, url: str, role: str, filename: str, size: int,
                       content_type: str | None, width: int | None, height: int | None,
                       limits: ImageLimits) -> InputImage:
     """Check the metadata, download, decode: the bytes of a usable image, or an NSTError saying what is wrong."""
-    check_attachment_metadata(role=role, filename=filename, size=size, content_type=content_type, width=width,
-                              height=height, limits=limits)
-    data = await download(session, url, role=role, limits=limits)
+    data = await fetch_bytes(session, url=url, role=role, filename=filename, size=size, content_type=content_type,
+                             width=width, height=height, limits=limits)
     return await check_image_bytes(data, role=role, filename=filename, limits=limits)
 
 

@@ -1,4 +1,5 @@
-"""The buttons under a job's reply: Cancel while it waits or runs; Re-roll, More style, Less style on the result.
+"""The buttons under a job's reply: Cancel while it waits or runs; Re-roll, More style, Less style on the result,
+and Timelapse on a still whose job recorded one (how the picture took shape, as a GIF).
 
 A button's custom_id carries the action and the job id (`nst:<action>:<job id>`), so a click is understood by
 whichever bot process receives it, including one started after the reply was sent: the state behind a button is
@@ -20,6 +21,7 @@ class ButtonAction(StrEnum):
     REROLL = "reroll"
     MORE = "more"
     LESS = "less"
+    TIMELAPSE = "timelapse"
 
 
 #: action -> (label, emoji, style)
@@ -28,6 +30,7 @@ LOOKS: dict[ButtonAction, tuple[str, str, discord.ButtonStyle]] = {
     ButtonAction.REROLL: ("Re-roll", "🎲", discord.ButtonStyle.secondary),
     ButtonAction.MORE: ("More style", "➕", discord.ButtonStyle.secondary),
     ButtonAction.LESS: ("Less style", "➖", discord.ButtonStyle.secondary),
+    ButtonAction.TIMELAPSE: ("Timelapse", "⏱️", discord.ButtonStyle.secondary),
 }
 
 TEMPLATE = r"nst:(?P<action>[a-z]+):(?P<job_id>[0-9a-f]{6,32})"
@@ -38,10 +41,13 @@ def job_button(action: ButtonAction, job_id: str) -> discord.ui.Button[discord.u
     return discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=f"nst:{action.value}:{job_id}")
 
 
-def job_view(job_id: str, *, running: bool) -> discord.ui.View:
-    """Cancel while the job waits or runs; the three follow-ups once it is done. Never times out (no state)."""
+def job_view(job_id: str, *, running: bool, timelapse: bool = False) -> discord.ui.View:
+    """Cancel while the job waits or runs; the three follow-ups once it is done, and Timelapse when the result has
+    one. Never times out (no state)."""
     view = discord.ui.View(timeout=None)
     actions = (ButtonAction.CANCEL,) if running else (ButtonAction.REROLL, ButtonAction.MORE, ButtonAction.LESS)
+    if timelapse and not running:
+        actions += (ButtonAction.TIMELAPSE,)
     for action in actions:
         view.add_item(job_button(action, job_id))
     return view

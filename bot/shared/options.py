@@ -14,6 +14,7 @@ from typing import Any
 from discord import app_commands
 
 from bot.records import BotStore, style_key
+from nst_core.clips import ClipLimits
 from nst_core.errors import ParameterError
 from nst_core.params import PRESETS, StyleParams, field_spec
 
@@ -70,6 +71,8 @@ class Limits:
     max_size: int
     max_iterations: int
     default_preset: str
+    clip: ClipLimits  # an animated content: frames, seconds, pixels
+    max_clip_size: int  # an animation's output long edge
 
 
 def build_params(options: StylizeOptions, limits: Limits) -> tuple[StyleParams, list[str]]:

@@ -13,7 +13,8 @@ import discord
 
 from nst_core.errors import NSTError
 
-__all__ = ["APOLOGY", "UserFacingError", "apologise", "refuse", "refuse_after_defer", "require_manage_guild"]
+__all__ = ["APOLOGY", "UserFacingError", "apologise", "refuse", "refuse_after_defer", "require_manage_guild",
+           "sentence"]
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class UserFacingError(NSTError):
 async def refuse(interaction: discord.Interaction[Any], message: str, origin: str) -> None:
     """Answer the interaction with an ephemeral error (a follow-up if it was answered already)."""
     log.info("refused %s for user %s: %s", origin, interaction.user.id, message)
-    text = _sentence(message)
+    text = sentence(message)
     if interaction.response.is_done():
         await interaction.followup.send(text, ephemeral=True)
     else:
@@ -41,7 +42,7 @@ async def refuse_after_defer(interaction: discord.Interaction[Any], message: str
         await interaction.delete_original_response()
     except discord.HTTPException as exc:
         log.warning("could not delete the deferred reply (%s %s)", exc.status, exc.code)
-    await interaction.followup.send(_sentence(message), ephemeral=True)
+    await interaction.followup.send(sentence(message), ephemeral=True)
 
 
 async def require_manage_guild(interaction: discord.Interaction[Any], what: str) -> bool:
@@ -65,9 +66,9 @@ async def apologise(interaction: discord.Interaction[Any], where: str, error: Ba
         log.warning("could not tell user %s about it (%s %s)", interaction.user.id, exc.status, exc.code)
 
 
-def _sentence(message: str) -> str:
-    """'⚠️ Content image is ...': the engine's messages start in lower case, mid-sentence style. A message that
-    starts with a parameter name ('size=5000 is not allowed') keeps it as it is spelt."""
+def sentence(message: str) -> str:
+    """How every refusal reads: '⚠️ Content image is ...' (the engine's messages start in lower case, mid-sentence
+    style). A message that starts with a parameter name ('size=5000 is not allowed') keeps it as it is spelt."""
     first = message.split(" ", 1)[0]
     if first.isalpha():
         message = message[:1].upper() + message[1:]

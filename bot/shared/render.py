@@ -1,5 +1,8 @@
 """The words and bars a member sees in a job's reply, as pure functions of the job's state (easy to test, and the
-reporter edits the message only when this text changes)."""
+reporter edits the message only when this text changes).
+
+For an animation the progress line names the frame being painted ("frame 3/12"); its bar, iteration count and ETA
+cover the whole clip (the engine counts them so), and the done line says how many frames and how long it plays."""
 
 from __future__ import annotations
 
@@ -8,9 +11,22 @@ from typing import Any
 from nst_core.images import human_bytes
 from nst_core.progress import ProgressEvent
 
-__all__ = ["cancelled_text", "done_text", "failed_text", "progress_bar", "progress_text", "queued_text"]
+__all__ = [
+    "FORMAT_NAMES",
+    "cancelled_text",
+    "clip_length",
+    "done_text",
+    "failed_text",
+    "file_note",
+    "progress_bar",
+    "progress_text",
+    "queued_text",
+    "timelapse_text",
+]
 
 BAR_WIDTH = 16
+#: How the reply names a result's format (`JobResult.format`).
+FORMAT_NAMES = {"png": "PNG", "jpeg": "JPEG", "webp": "WebP", "gif": "GIF", "mp4": "MP4"}
 
 
 def progress_bar(fraction: float, width: int = BAR_WIDTH) -> str:
@@ -49,7 +65,8 @@ def progress_text(job_id: str, summary: str, event: ProgressEvent | None) -> str
     if event is None:
         return f"{headline(job_id, summary)}\n🎨 Starting (loading the model)…"
     percent = round(event.fraction * 100)
-    line = (f"🎨 `{progress_bar(event.fraction)}` {percent}% · scale {event.scale}/{event.scales} "
+    frame = f"frame {event.frame}/{event.frames} · " if event.frames else ""
+    line = (f"🎨 `{progress_bar(event.fraction)}` {percent}% · {frame}scale {event.scale}/{event.scales} "
             f"({event.width}x{event.height}) · iteration {event.iteration}/{event.total}")
     if event.eta is not None:
         line += f" · about {duration(event.eta)} left"
@@ -61,7 +78,9 @@ def progress_text(job_id: str, summary: str, event: ProgressEvent | None) -> str
 
 def done_text(job_id: str, summary: str, result: dict[str, Any], *, size_note: str, elapsed: float) -> str:
     params = result.get("params") or {}
-    line = (f"✅ Done in {duration(elapsed)} · {result.get('width')}x{result.get('height')} · "
+    frames = int(result.get("frames") or 1)
+    clip = f"{clip_length(frames, int(result.get('duration_ms') or 0))} · " if frames > 1 else ""
+    line = (f"✅ Done in {duration(elapsed)} · {result.get('width')}x{result.get('height')} · {clip}"
             f"{result.get('iterations')} iterations · seed {params.get('seed')} · {size_note}")
     notes = [f"ℹ️ {note}" for note in result.get("notes") or []]
     return "\n".join([headline(job_id, summary), line, *notes])
@@ -82,8 +101,19 @@ def cancelled_text(job_id: str, summary: str, by: str | None) -> str:
     return f"{headline(job_id, summary)}\n🛑 Cancelled{who}."
 
 
+def clip_length(frames: int, duration_ms: int) -> str:
+    """'12 frames, 1.2 s'."""
+    return f"{frames} frames, {duration_ms / 1000:.1f} s"
+
+
 def file_note(fmt: str, size: int) -> str:
-    return f"{'JPEG' if fmt == 'jpeg' else fmt.upper() if fmt == 'png' else 'WebP'} ({human_bytes(size)})"
+    """'PNG (1.2 MB)', 'GIF (300.5 KB)'."""
+    return f"{FORMAT_NAMES.get(fmt, fmt.upper())} ({human_bytes(size)})"
+
+
+def timelapse_text(job_id: str, size: int) -> str:
+    """The words above a still's timelapse GIF."""
+    return f"⏱️ Timelapse of `{job_id}`: how the picture took shape, step by step (GIF, {human_bytes(size)})."
 
 
 def moved_text(job_id: str) -> str:

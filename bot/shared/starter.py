@@ -5,6 +5,10 @@ Checks that need no download come first and are answered at once, ephemerally (c
 member's and the queue's caps, the declared attachment metadata). Then the interaction is deferred (Discord
 allows 3 s), the images are downloaded and decoded, and the job goes to the queue; a failure after the deferral
 replaces the public "thinking" reply by an ephemeral message. Each refusal is logged in one line.
+
+A content that turns out to be an animation (an animated GIF, WebP or PNG, a video clip; told by its bytes) is
+held to the server's animation limits before it is queued and made at the server's animation size
+(`bot.shared.animation`); a still asks the engine for the frames behind the Timelapse button.
 """
 
 from __future__ import annotations
@@ -18,15 +22,18 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.records import Reply
+from bot.shared import animation
 from bot.shared.attachments import (
     ImageLimits,
     InputImage,
     check_attachment_metadata,
     check_image_bytes,
+    fetch_bytes,
     fetch_image,
 )
 from bot.shared.options import Limits
 from bot.shared.refusals import UserFacingError, refuse, refuse_after_defer
+from nst_core.clips import ClipInfo
 from nst_core.errors import NSTError
 from nst_core.params import StyleParams, check_content_shape
 from nst_jobs.errors import QueueFullError
@@ -35,9 +42,12 @@ from nst_jobs.models import JobRequest, JobState
 if TYPE_CHECKING:
     from bot.app import StyleBot
 
-__all__ = ["ImageSource", "JobStarter"]
+__all__ = ["CONTENT", "ImageSource", "JobStarter"]
 
 log = logging.getLogger(__name__)
+
+#: The role (`ImageSource.name`) of the image to repaint: the one that may be an animation.
+CONTENT = "content"
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,8 @@ class JobStarter:
         cfg = self.bot.config.limits
         return Limits(max_size=min(cfg.max_size, settings.max_size or cfg.max_size),
                       max_iterations=min(cfg.max_iterations, settings.max_iterations or cfg.max_iterations),
-                      default_preset=cfg.default_preset)
+                      default_preset=cfg.default_preset, clip=animation.clip_limits(cfg, settings),
+                      max_clip_size=animation.max_clip_size(cfg, settings))
 
     # -- checks that need no download -----------------------------------------------------------------------------
     async def precheck(self, interaction: discord.Interaction[Any], sources: Sequence[ImageSource]) -> None:
@@ -96,7 +107,7 @@ class JobStarter:
         if att is not None:
             check_attachment_metadata(role=source.name, filename=att.filename, size=att.size,
                                       content_type=att.content_type, width=att.width, height=att.height,
-                                      limits=self.image_limits)
+                                      limits=self.image_limits, accept_video=source.name == CONTENT)
 
     # -- the whole flow --------------------------------------------------------------------------------------------
     async def start(self, interaction: discord.Interaction[Any], *, params: StyleParams, content: ImageSource,
@@ -112,8 +123,15 @@ class JobStarter:
         deferred = await interaction.response.defer(thinking=True)
         message_id = getattr(deferred, "message_id", None) or (await interaction.original_response()).id
         received = time.time()
+        notes = list(notes)
         try:
-            content_image = await self.load(content)
+            limits = await self.limits_for(interaction.guild_id)
+            content_image, clip = await self.load_content(content)
+            if clip is not None:
+                animation.check_content_clip(clip, limits.clip)
+                params, capped = animation.cap_clip_size(params, limits.max_clip_size)
+                notes += capped
+                summary = f"{summary} · {animation.describe_clip(clip)}"
             check_content_shape(content_image.width, content_image.height, params.size)
             style_images = [await self.load(s) for s in styles]
             job = await self.bot.queue.submit(JobRequest(
@@ -121,8 +139,9 @@ class JobStarter:
                 requester=str(user.id), guild_id=str(interaction.guild_id) if interaction.guild_id else None,
                 channel_id=str(interaction.channel_id) if interaction.channel_id else None,
                 output_format=self.bot.config.limits.output_format,
-                max_output_bytes=interaction.filesize_limit,
-                meta={"summary": summary, "notes": list(notes), "origin": origin}))
+                max_output_bytes=interaction.filesize_limit, clip_limits=limits.clip,
+                timelapse_frames=0 if clip is not None else self.bot.config.limits.timelapse_frames,
+                meta={"summary": summary, "notes": notes, "origin": origin}))
         except NSTError as exc:
             await refuse_after_defer(interaction, str(exc), origin)
             return
@@ -133,6 +152,23 @@ class JobStarter:
         await self.bot.store.save_reply(reply)
         log.info("job %s submitted by user %s from %s (%s)", job.id, user.id, origin, summary)
         self.bot.follow(reply)
+
+    async def load_content(self, source: ImageSource) -> tuple[InputImage, ClipInfo | None]:
+        """The content's checked bytes and, for an animation or a video, what the clip is (None for a still).
+        The bytes decide, not the file name or the content type: a one-frame GIF is a still."""
+        if source.attachment is None:
+            assert source.data is not None
+            data, filename = source.data, source.name
+        else:
+            att = source.attachment
+            data = await fetch_bytes(self.bot.http_session, url=att.url, role=source.name, filename=att.filename,
+                                     size=att.size, content_type=att.content_type, width=att.width,
+                                     height=att.height, limits=self.image_limits, accept_video=True)
+            filename = att.filename
+        clip = await animation.probe_content(data)
+        if clip is None:
+            return await check_image_bytes(data, role=source.name, filename=filename, limits=self.image_limits), None
+        return InputImage(data, clip.width, clip.height, filename), clip
 
     async def load(self, source: ImageSource) -> InputImage:
         """The checked bytes of an image: an attachment downloaded (allowed hosts, byte cap) and decoded, or bytes
