@@ -28,7 +28,7 @@ from typing import Any, Final
 from PIL import Image
 
 from nst_core.clips import probe_clip
-from nst_core.encoding import _clean_rgb, content_type_for, extension_for
+from nst_core.encoding import FormatNamed, _clean_rgb
 from nst_core.errors import ImageTooLargeError, ParameterError
 from nst_core.images import human_bytes, limit_text
 
@@ -62,7 +62,7 @@ _GIF_MIN_DELAY_MS: Final = 20  # browsers show 10 ms or less as 100 ms
 
 
 @dataclass(frozen=True)
-class EncodedAnimation:
+class EncodedAnimation(FormatNamed):
     """An encoded animated result, ready to upload: the bytes and what was done to make them fit."""
 
     data: bytes = field(repr=False)
@@ -74,16 +74,6 @@ class EncodedAnimation:
     quality: int  # GIF colours, WebP quality or MP4 CRF
     reduced: bool  # True if quality, pixels or frames were reduced to fit (not for a change of format alone)
     note: str  # for people: "GIF (3.1 MB)", "re-encoded as MP4 (2.2 MB) to fit 8 MB"
-
-    @property
-    def content_type(self) -> str:
-        """'image/gif', 'image/webp' or 'video/mp4'."""
-        return content_type_for(self.format)
-
-    @property
-    def extension(self) -> str:
-        """'gif', 'webp' or 'mp4' (no dot)."""
-        return extension_for(self.format)
 
 
 def normalise_animation_format(fmt: str) -> str:

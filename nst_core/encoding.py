@@ -19,7 +19,8 @@ from PIL import Image
 from nst_core.errors import ImageTooLargeError
 from nst_core.images import human_bytes, limit_text, to_rgb
 
-__all__ = ["EncodedImage", "content_type_for", "encode_image", "encode_to_fit", "extension_for", "normalise_format"]
+__all__ = ["EncodedImage", "FormatNamed", "content_type_for", "encode_image", "encode_to_fit", "extension_for",
+           "normalise_format"]
 
 _STILL_FORMATS: Final = ("png", "jpeg", "webp")
 _CONTENT_TYPES: Final = {
@@ -38,8 +39,24 @@ _DOWNSCALE_QUALITIES: Final = (90, 85, 80)
 _DOWNSCALE_STEP: Final = 0.75
 
 
+class FormatNamed:
+    """What an encoded result with a `format` ('png', 'gif', 'mp4' ...) says about itself for an upload."""
+
+    format: str
+
+    @property
+    def content_type(self) -> str:
+        """The MIME type: 'image/png', 'image/jpeg', 'image/webp', 'image/gif' or 'video/mp4'."""
+        return content_type_for(self.format)
+
+    @property
+    def extension(self) -> str:
+        """The file extension, without the dot: 'png', 'jpg', 'webp', 'gif' or 'mp4'."""
+        return extension_for(self.format)
+
+
 @dataclass(frozen=True)
-class EncodedImage:
+class EncodedImage(FormatNamed):
     """An encoded result, ready to upload: the bytes and what was done to make them fit."""
 
     data: bytes = field(repr=False)
@@ -50,15 +67,6 @@ class EncodedImage:
     downscaled: bool  # True if pixels were reduced to fit
     note: str  # what was done, for people: "PNG (1.2 MB)", "re-encoded as JPEG quality 90 (3.1 MB) to fit 8 MB"
 
-    @property
-    def content_type(self) -> str:
-        """The MIME type: 'image/png', 'image/jpeg' or 'image/webp'."""
-        return content_type_for(self.format)
-
-    @property
-    def extension(self) -> str:
-        """The file extension, without the dot: 'png', 'jpg' or 'webp'."""
-        return extension_for(self.format)
 
 
 def content_type_for(fmt: str) -> str:

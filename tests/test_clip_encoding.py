@@ -10,6 +10,7 @@ import random
 from io import BytesIO
 
 import pytest
+from clip_samples import DURATIONS, moving_frames
 from PIL import Image, ImageChops, ImageFilter, ImageStat
 
 from nst_core.clip_encoding import (
@@ -22,21 +23,6 @@ from nst_core.clip_encoding import (
 from nst_core.clips import decode_clip, probe_clip
 from nst_core.encoding import content_type_for, extension_for, normalise_format
 from nst_core.errors import ImageTooLargeError, ParameterError
-
-DURATIONS = [40, 60, 80, 100]
-
-
-def moving_frames(n: int = 4, width: int = 64, height: int = 64) -> list[Image.Image]:
-    """A colour gradient (red across, green down) with a square moving right and changing colour: frames differ."""
-    ramp = Image.linear_gradient("L").resize((width, height))
-    background = Image.merge("RGB", (ramp.rotate(90), ramp, Image.new("L", (width, height), 150)))
-    frames = []
-    for i in range(n):
-        frame = background.copy()
-        x = 4 + i * (width // (n + 2))
-        frame.paste((250, 200 - 40 * i, 40 + 50 * i), (x, height // 3, x + width // 4, height // 3 + height // 4))
-        frames.append(frame)
-    return frames
 
 
 def blocky_noise(n: int = 4, size: int = 64, seed: int = 1) -> list[Image.Image]:
