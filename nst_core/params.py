@@ -90,7 +90,7 @@ class StyleParams:
     style_weight: float = field(default=5.0, metadata=_spec("beta: how strongly the painting's style is applied",
                                                              0.0, 1e6))
     tv_weight: float = field(default=1.0, metadata=_spec("total-variation weight: smooths pixel noise", 0.0, 1e4))
-    temporal_weight: float = field(default=200.0, metadata=_spec(
+    temporal_weight: float = field(default=50.0, metadata=_spec(
         "animations: how strongly each frame keeps to the previous one along the motion (0: frames on their own)",
         0.0, 1e5))
     frame_iterations: int | None = field(default=None, metadata=_spec(
