@@ -298,7 +298,7 @@ def _cmd_info(args: argparse.Namespace, remote: RemoteRunner | None) -> int:
         torchvision_version = "not installed"
     print(f"torch {torch.__version__}, torchvision {torchvision_version}")
 
-    from nst_core.device import available_devices, resolve_placement
+    from nst_core.device import available_devices, cpu_bf16_support, resolve_placement
 
     devices = available_devices()
     cuda = [d for d in devices if d.startswith("cuda")]
@@ -313,6 +313,8 @@ def _cmd_info(args: argparse.Namespace, remote: RemoteRunner | None) -> int:
         print(f"auto device: {placement.device} ({placement.precision})")
     except NSTError as exc:
         print(f"auto device: none usable ({exc})")
+    bf16 = cpu_bf16_support()
+    print(f"CPU bf16: {'native' if bf16.native else 'emulated'}: {bf16.reason}")
 
     from nst_core.weights import BUNDLED_SHA256, bundled_weights_path, load_weights, sha256_file
 
