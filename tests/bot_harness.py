@@ -91,13 +91,15 @@ class BotEnv:
         return self.fake.add_attachment(data, filename, content_type, **meta)  # type: ignore[arg-type]
 
     async def stylize(self, content: dict[str, Any], style: dict[str, Any] | None = None, *,
-                      user: dict[str, Any] | None = None, attachment_size_limit: int | None = None,
-                      channel_id: str | None = None, **options: Any) -> dict[str, Any]:
+                      style2: dict[str, Any] | None = None, user: dict[str, Any] | None = None,
+                      attachment_size_limit: int | None = None, channel_id: str | None = None,
+                      **options: Any) -> dict[str, Any]:
         opts = [{"name": "content", "type": 11, "value": content["id"]}]
         atts = [content]
-        if style is not None:
-            opts.append({"name": "style", "type": 11, "value": style["id"]})
-            atts.append(style)
+        for name, att in (("style", style), ("style2", style2)):
+            if att is not None:
+                opts.append({"name": name, "type": 11, "value": att["id"]})
+                atts.append(att)
         kinds = {str: 3, int: 4, bool: 5, float: 10}
         opts += [{"name": k, "type": kinds[type(v)], "value": v} for k, v in options.items()]
         extra = {} if attachment_size_limit is None else {"attachment_size_limit": attachment_size_limit}

@@ -1,5 +1,6 @@
 """The buttons under a job's reply, understood: Cancel stops the job; Re-roll, More style and Less style start a
-follow-up job from the same images (a still or an animation alike); Timelapse shows how a still took shape.
+follow-up job from the same images (a still or an animation alike; every style image, with its blend); Timelapse
+shows how a still took shape.
 
 A follow-up reads the earlier job's stored inputs back from the queue (`JobQueue.inputs`), keeps the seed that job
 drew so only what the button says changes, holds the result to the server's current limits (they may have been
@@ -24,7 +25,7 @@ from discord.ext import commands
 from bot.reporter import UPLOAD_TOO_LARGE
 from bot.shared.buttons import TEMPLATE, ButtonAction, job_button
 from bot.shared.cancel import cancel_job
-from bot.shared.options import apply_limits
+from bot.shared.options import apply_limits, describe_styles
 from bot.shared.refusals import apologise, refuse, sentence
 from bot.shared.render import timelapse_text
 from bot.shared.starter import CONTENT, ImageSource
@@ -119,8 +120,11 @@ class ResultsCog(commands.Cog, name="Results"):
                                      origin=f"job {inputs.job_id}'s")
         count = len(inputs.styles)
         styles = [ImageSource(data=data, name=style_role(i, count)) for i, data in enumerate(inputs.styles)]
+        summary = f"{change} of `{inputs.job_id}`"
+        if count > 1:  # every style image and the blend go on as they were
+            summary += f" · {describe_styles(params.style_blend or (1.0,) * count)}"
         await starter.start(interaction, params=params, content=ImageSource(data=inputs.content, name=CONTENT),
-                            styles=styles, summary=f"{change} of `{inputs.job_id}`", notes=notes, origin=origin)
+                            styles=styles, summary=summary, notes=notes, origin=origin)
 
     def _kept(self) -> str:
         return f"a job's files are kept {self.bot.config.queue.retention_hours:g} hours"

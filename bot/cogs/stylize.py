@@ -2,9 +2,10 @@
 
 The content may be a moving picture (an animated GIF, WebP or PNG, or an MP4, WebM or MOV clip): the starter
 tells by its bytes and makes an animation of it (`bot.shared.animation`); the style is always a still (a GIF style
-gives its first frame). The option ranges come from the engine's parameter model (`bot.shared.options`);
-`typing.Optional[...]` is used on purpose below, because discord.py's Range annotations are objects, which the
-`X | None` syntax does not accept.
+gives its first frame). A second style (`style2` or `saved_style2`) is blended with the first: `blend` is its share,
+and the job gets both images with `style_blend` (1 - blend, blend). The option ranges come from the engine's
+parameter model (`bot.shared.options`); `typing.Optional[...]` is used on purpose below, because discord.py's Range
+annotations are objects, which the `X | None` syntax does not accept.
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ from bot.records import style_key
 from bot.shared.animation import VIDEO_EXTENSIONS, is_video_type
 from bot.shared.options import (
     COLOR_CHOICES,
+    DEFAULT_BLEND,
     PRESET_CHOICES,
     StylizeOptions,
+    blend_option,
+    blend_weights,
     build_params,
     describe_params,
+    describe_styles,
     option_help,
     option_range,
     saved_style_choices,
@@ -31,6 +36,7 @@ from bot.shared.options import (
 from bot.shared.refusals import UserFacingError, apologise, refuse
 from bot.shared.starter import CONTENT, ImageSource
 from nst_core.errors import NSTError
+from nst_core.images import style_role
 
 if TYPE_CHECKING:
     from bot.app import StyleBot
@@ -43,6 +49,7 @@ ContentWeightOption = option_range("content_weight", float)
 StyleWeightOption = option_range("style_weight", float)
 TvWeightOption = option_range("tv_weight", float)
 SeedOption = option_range("seed", int)
+BlendOption = blend_option()
 
 PICKER_TIMEOUT_S = 300.0
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
@@ -68,6 +75,9 @@ class StylizeCog(commands.Cog):
         content="the photo to repaint, or an animated GIF / WebP / PNG or a short MP4, WebM or MOV clip",
         style="the painting whose style to copy (or pick a saved_style)",
         saved_style="a style saved on this server, instead of a style image",
+        style2="a second painting to blend with the first (or pick a saved_style2)",
+        saved_style2="a second saved style to blend with the first, instead of a style2 image",
+        blend=f"the second style's share, 0 to 1 (default {DEFAULT_BLEND:g}); the first style gets the rest",
         preset="quality: fast, balanced (default) or best",
         content_weight=option_help("content_weight"),
         style_weight=option_help("style_weight"),
@@ -84,6 +94,9 @@ class StylizeCog(commands.Cog):
         content: discord.Attachment,
         style: Optional[discord.Attachment] = None,  # noqa: UP045
         saved_style: Optional[str] = None,  # noqa: UP045
+        style2: Optional[discord.Attachment] = None,  # noqa: UP045
+        saved_style2: Optional[str] = None,  # noqa: UP045
+        blend: Optional[BlendOption] = None,  # noqa: UP045
         preset: Optional[str] = None,  # noqa: UP045
         content_weight: Optional[ContentWeightOption] = None,  # noqa: UP045
         style_weight: Optional[StyleWeightOption] = None,  # noqa: UP045
@@ -97,29 +110,45 @@ class StylizeCog(commands.Cog):
         options = StylizeOptions(preset=preset, content_weight=content_weight, style_weight=style_weight,
                                  tv_weight=tv_weight, size=size, iterations=iterations,
                                  preserve_colors=preserve_colors, seed=seed)
+        second = style2 is not None or bool(saved_style2)
+        count = 2 if second else 1
         try:
             params, notes = build_params(options, await starter.limits_for(interaction.guild_id))
-            style_source = await self._style_source(interaction, style, saved_style)
+            if second:
+                params = params.replace(style_blend=blend_weights(blend))
+            elif blend is not None:
+                raise UserFacingError("blend needs a second style: add style2 or saved_style2")
+            sources = [await self._style_source(interaction, style, saved_style, slot=0, count=count)]
+            if second:
+                sources.append(await self._style_source(interaction, style2, saved_style2, slot=1, count=count))
         except NSTError as exc:
             await refuse(interaction, str(exc), "/stylize")
             return
         summary = describe_params(params, options.preset or self.bot.config.limits.default_preset)
-        if saved_style and style is None:
+        if second:
+            assert params.style_blend is not None
+            names = [_style_name(style, saved_style), _style_name(style2, saved_style2)]
+            summary += f" · {describe_styles(params.style_blend, names)}"
+        elif saved_style and style is None:
             summary += f" · style “{style_key(saved_style)}”"  # as saved, however it was typed
         await starter.start(interaction, params=params, content=ImageSource(attachment=content, name=CONTENT),
-                            styles=[style_source], summary=summary, notes=notes, origin="/stylize")
+                            styles=sources, summary=summary, notes=notes, origin="/stylize")
 
     @stylize.autocomplete("saved_style")
+    @stylize.autocomplete("saved_style2")
     async def _saved_style_autocomplete(self, interaction: discord.Interaction[Any],
                                         current: str) -> list[app_commands.Choice[str]]:
         return await saved_style_choices(self.bot.store, interaction.guild_id, current)
 
     async def _style_source(self, interaction: discord.Interaction[Any], style: discord.Attachment | None,
-                            saved_style: str | None) -> ImageSource:
+                            saved_style: str | None, *, slot: int = 0, count: int = 1) -> ImageSource:
+        """Style `slot` (0: `style` / `saved_style`, 1: `style2` / `saved_style2`) of `count`: exactly one source."""
+        role = style_role(slot, count)
+        suffix = "" if slot == 0 else str(slot + 1)
         if style is not None and saved_style:
-            raise UserFacingError("give either a style image or a saved_style, not both")
+            raise UserFacingError(f"give either a style{suffix} image or a saved_style{suffix}, not both")
         if style is not None:
-            return ImageSource(attachment=style, name="style")
+            return ImageSource(attachment=style, name=role)
         if not saved_style:
             raise UserFacingError("attach a style image (the painting), or pick one of this server's saved styles "
                                   "in saved_style")
@@ -132,7 +161,7 @@ class StylizeCog(commands.Cog):
         except OSError:
             raise UserFacingError(f"the saved style “{saved.name}” lost its image file; ask an admin to save it "
                                   "again") from None
-        return ImageSource(data=data, name="style")
+        return ImageSource(data=data, name=role)
 
     # -- the message menu ------------------------------------------------------------------------------------------
     async def stylize_message(self, interaction: discord.Interaction[Any], message: discord.Message) -> None:
@@ -161,6 +190,11 @@ class StylizeCog(commands.Cog):
         summary = describe_params(params, self.bot.config.limits.default_preset) + f" · style “{style_name}”"
         await starter.start(interaction, params=params, content=ImageSource(attachment=image, name=CONTENT),
                             styles=[source], summary=summary, notes=notes, origin="menu")
+
+
+def _style_name(style: discord.Attachment | None, saved_style: str | None) -> str:
+    """How the headline names a style: the attachment's file name, or the saved style's name as saved."""
+    return style.filename if style is not None else style_key(saved_style or "")
 
 
 def _looks_like_content(att: discord.Attachment) -> bool:

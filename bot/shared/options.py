@@ -19,13 +19,18 @@ from nst_core.errors import ParameterError
 from nst_core.params import PRESETS, StyleParams, field_spec
 
 __all__ = [
+    "BLEND_RANGE",
     "COLOR_CHOICES",
+    "DEFAULT_BLEND",
     "PRESET_CHOICES",
     "Limits",
     "StylizeOptions",
     "apply_limits",
+    "blend_option",
+    "blend_weights",
     "build_params",
     "describe_params",
+    "describe_styles",
     "option_range",
     "saved_style_choices",
 ]
@@ -37,6 +42,41 @@ def option_range(name: str, kind: type[int] | type[float]) -> Any:
     assert spec.lo is not None and spec.hi is not None, name
     lo, hi = (int(spec.lo), int(spec.hi)) if kind is int else (float(spec.lo), float(spec.hi))
     return app_commands.Range[kind, lo, hi]  # type: ignore[valid-type]
+
+
+#: The range of /stylize's `blend` (the second style's share; not an engine parameter: it becomes `style_blend`).
+BLEND_RANGE = (0.0, 1.0)
+#: The second style's share when a second style is given without a `blend`.
+DEFAULT_BLEND = 0.5
+
+
+def blend_option() -> Any:
+    """`app_commands.Range[float, 0, 1]` for /stylize's `blend` (Discord's client enforces it)."""
+    return app_commands.Range[float, BLEND_RANGE[0], BLEND_RANGE[1]]
+
+
+def blend_weights(blend: float | None) -> tuple[float, float]:
+    """`StyleParams.style_blend` for two styles: (1 - blend, blend), the second style getting `blend` (checked
+    again here: discord.py does not enforce the option's range; raises ParameterError)."""
+    blend = DEFAULT_BLEND if blend is None else blend
+    lo, hi = BLEND_RANGE
+    if not lo <= blend <= hi:
+        raise ParameterError("blend", blend, f"allowed range: {lo:g} to {hi:g} (the second style's share)")
+    return round(hi - blend, 9), blend
+
+
+def describe_styles(weights: tuple[float, ...] | list[float], names: list[str] | None = None) -> str:
+    """The headline's part on several styles: 'styles “a.jpg” (70 %) and “b.jpg” (30 %)', or without names
+    '2 styles (70 % and 30 %)' (the weights normalised, as the engine uses them)."""
+    total = sum(weights) or 1.0
+    shares = [f"{w / total * 100:.0f} %" for w in weights]
+    if names is None:
+        return f"{len(shares)} styles ({_and(shares)})"
+    return "styles " + _and([f"“{n}” ({share})" for n, share in zip(names, shares, strict=True)])
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def option_help(name: str) -> str:
