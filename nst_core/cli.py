@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="refuse an animation of more than N frames (default: %(default)s)")
     stylize.add_argument("--max-seconds", type=float, default=DEFAULT_CLIP_LIMITS.max_seconds, metavar="S",
                          help="refuse an animation that plays longer than S seconds (default: %(default)s)")
+    stylize.add_argument("--continue-from", default=None, metavar="IMAGE",
+                         help="start from IMAGE (an earlier result of the same photo and style, e.g. to make it larger "
+                              "with --size): only the top scale runs, with --iterations, keeping its strokes")
     stylize.add_argument("--save-every", type=int, default=None, metavar="N",
                          help="every N iterations also write the current image next to OUT, as STEM-NNNN.png "
                               "(STEM: OUT's name without its extension)")
@@ -223,6 +226,8 @@ def _cmd_stylize(args: argparse.Namespace, remote: RemoteRunner | None) -> int:
         raise CLIError(f"--max-bytes {args.max_bytes} is not allowed; give a positive number of bytes")
     if args.save_every is not None and args.save_every < 1:
         raise CLIError(f"--save-every {args.save_every} is not allowed; give a positive number of iterations")
+    if args.continue_from is not None and args.broker:
+        raise CLIError("--continue-from needs the job to run here; it cannot be combined with --broker")
     if args.save_every is not None and args.broker:
         raise CLIError("--save-every needs the job to run here; it cannot be combined with --broker")
     if args.broker and remote is None:
@@ -239,6 +244,9 @@ def _cmd_stylize(args: argparse.Namespace, remote: RemoteRunner | None) -> int:
     output_format = output_format_for(output, animation=clip is not None)
     check_output(output)
     styles = [read_input(path, style_role(i, len(args.styles))) for i, path in enumerate(args.styles)]
+    start = read_input(args.continue_from, "previous result") if args.continue_from is not None else None
+    if start is not None:
+        paths["previous result"] = args.continue_from
     animation_format = output_format if clip is not None else "auto"
     still_format = output_format if clip is None else "png"
 
@@ -255,7 +263,7 @@ def _cmd_stylize(args: argparse.Namespace, remote: RemoteRunner | None) -> int:
 
                 result = run_job(params, content, styles, progress=progress, should_cancel=cancel,
                                  output_format=still_format, max_output_bytes=args.max_bytes,
-                                 clip_limits=clip_limits, animation_format=animation_format)
+                                 clip_limits=clip_limits, animation_format=animation_format, continue_from=start)
         except ImageError as exc:
             raise CLIError(_name_path(exc, paths)) from None
         except RemoteJobFailed as exc:

@@ -14,7 +14,7 @@ import gc
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from PIL import Image
@@ -27,13 +27,15 @@ from nst_core.clip_encoding import (
     normalise_animation_format,
 )
 from nst_core.clips import DEFAULT_CLIP_LIMITS, Clip, ClipLimits, decode_clip, probe_clip
+from nst_core.color import colour_strategy
 from nst_core.device import is_out_of_memory, resolve_placement
 from nst_core.encoding import encode_image, encode_to_fit, normalise_format
 from nst_core.errors import NSTError, ParameterError
 from nst_core.images import DEFAULT_MAX_PIXELS, decode_image, style_role
-from nst_core.optimize import stylize
+from nst_core.optimize import image_to_tensor, stylize
 from nst_core.params import StyleParams, check_content_shape
 from nst_core.progress import CancelCheck, EventKind, ProgressCallback, ProgressEvent
+from nst_core.pyramid import later_frame_plan, plan_levels
 from nst_core.result import JobResult
 from nst_core.timelapse import TimelapseRecorder
 
@@ -62,14 +64,17 @@ def run_job(
     clip_limits: ClipLimits = DEFAULT_CLIP_LIMITS,
     animation_format: str = "auto",
     timelapse_frames: int = 0,
+    continue_from: bytes | None = None,
 ) -> JobResult:
     """Stylise `content` with `styles` (encoded image bytes) and return the encoded result.
 
     An animated `content` (GIF, APNG, WebP, MP4, WebM, MOV) within `clip_limits` gives an animation, encoded as
     `animation_format` ("auto": as the input came, GIF for APNG and MP4 for other videos; with `max_output_bytes`,
     MP4 when the GIF would not fit). A still gives `output_format`, and with `timelapse_frames` also a small GIF of
-    its optimisation. Raises an `NSTError` subclass for anything the user can fix (bad image, bad parameter,
-    unknown device) and `JobCancelled` when `should_cancel()` returns true.
+    its optimisation. `continue_from` (a still's earlier result, such as the image a member wants at twice the size)
+    is where a still starts instead: only the top level runs, with `params.iterations`, at `params.size`, so the
+    result keeps that picture's strokes and adds detail. Raises an `NSTError` subclass for anything the user can
+    fix (bad image, bad parameter, unknown device) and `JobCancelled` when `should_cancel()` returns true.
     """
     started = time.perf_counter()
     output_format = normalise_format(output_format)  # a bad format fails now, not after the optimisation
@@ -89,6 +94,10 @@ def run_job(
     check_content_shape(content_img.width, content_img.height, params.size)
     style_imgs = [decode_image(data, role=style_role(i, len(styles)), max_pixels=max_input_pixels)
                   for i, data in enumerate(styles)]
+    if continue_from is not None and clip is not None:
+        raise ParameterError("continue_from", "an image", "allowed for a still only, not for an animation")
+    start_img = (decode_image(continue_from, role="previous result", max_pixels=max_input_pixels)
+                 if continue_from is not None else None)
     decoded = time.perf_counter()
 
     placement = resolve_placement(params.device, params.precision)
@@ -106,7 +115,8 @@ def run_job(
         recorder = TimelapseRecorder(timelapse_frames) if timelapse_frames else None
         hook = recorder.hook(progress) if recorder is not None else progress
         still, params = _retrying_smaller(params, placement.device, progress, started, notes, lambda p: stylize(
-            content_img, style_imgs, p, placement, seed=seed, progress=hook, should_cancel=should_cancel))
+            content_img, style_imgs, p, placement, seed=seed, progress=hook, should_cancel=should_cancel,
+            **_continuing(p, content_img, start_img)))
         optimised = time.perf_counter()
         data, fmt, width, height = _encode_still(still.image, output_format, max_output_bytes, notes)
         frame_count, duration_ms = 1, 0
@@ -146,6 +156,16 @@ def _retrying_smaller(params: StyleParams, device: torch.device, progress: Progr
                                    scales=params.scales, width=smaller, height=smaller, losses={},
                                    elapsed=time.perf_counter() - started, eta=None, message=note))
         params = params.replace(size=smaller)
+
+
+def _continuing(params: StyleParams, content: Image.Image, start: Image.Image | None) -> dict[str, Any]:
+    """`stylize`'s arguments to continue from `start`: the top level alone, from `start` as the colour strategy
+    prepares a content (luminance for luminance transfer), resized to the level."""
+    if start is None:
+        return {}
+    top = later_frame_plan(plan_levels(params, content.width, content.height), 1, params.iterations)
+    prepared = colour_strategy(params.preserve_colors).prepare_content(image_to_tensor(start.convert("RGB")))
+    return {"plan": top, "start": prepared}
 
 
 def _encode_still(image: Image.Image, output_format: str, max_output_bytes: int | None,

@@ -331,3 +331,12 @@ def test_an_animation_written_as_a_still_extension_is_refused_before_any_work(tm
 def test_max_frames_refuses_a_longer_animation_with_the_numbers(tmp_path):
     proc = stylize(_gif(tmp_path / "in.gif", frames=4), [STARRY], tmp_path / "out.mp4", "--max-frames", "3")
     assert_one_line_error(proc, "4 frames", "the limit is 3")
+
+
+def test_continue_from_makes_an_earlier_result_larger(tmp_path):
+    small = tmp_path / "small.png"
+    assert stylize(CONTENT, [STARRY], small).returncode == 0
+    proc = stylize(CONTENT, [STARRY], tmp_path / "big.png", "--size", "96", "--continue-from", small)
+    assert proc.returncode == 0, proc.stderr
+    assert "(96x64, 8 iterations" in proc.stdout
+    assert Image.open(tmp_path / "big.png").size == (96, 64)

@@ -237,3 +237,30 @@ def test_bundled_weights_are_the_known_file():
     from nst_core.weights import BUNDLED_SHA256, bundled_weights_path, sha256_file
 
     assert sha256_file(bundled_weights_path()) == BUNDLED_SHA256
+
+
+def test_a_result_continued_at_twice_the_size_keeps_its_picture_and_runs_the_top_level_only(content_bytes,
+                                                                                        style_bytes):
+    # what an Upscale x2 asks of the engine: the delivered image, twice as large, with detail added
+    small = run_job(StyleParams(size=64, iterations=20, scales=1, device="cpu", seed=4), content_bytes, [style_bytes])
+    events = []
+    params = StyleParams(size=128, iterations=8, scales=2, device="cpu", seed=9, early_stop=0.0)
+    bigger = run_job(params, content_bytes, [style_bytes], continue_from=small.image, progress=events.append)
+    fresh = run_job(params, content_bytes, [style_bytes])
+    assert max(bigger.width, bigger.height) == 128 and bigger.iterations == 8
+    assert {(e.width, e.height) for e in events if e.kind == "iteration"} == {(bigger.width, bigger.height)}
+    start = Image.open(io.BytesIO(small.image)).convert("RGB").resize((bigger.width, bigger.height))
+    # it stays that picture (closer to the enlarged start than a fresh run of the same budget is)
+    continued = image_to_tensor(Image.open(io.BytesIO(bigger.image)))
+    from_scratch = image_to_tensor(Image.open(io.BytesIO(fresh.image)))
+    target = image_to_tensor(start)
+    assert float((continued - target).abs().mean()) < 0.7 * float((from_scratch - target).abs().mean())
+
+
+def test_continuing_an_animation_is_refused(content_image, style_bytes):
+    frames = [content_image.resize((64, 64)).rotate(angle) for angle in (0, 5, 10)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    with pytest.raises(ParameterError, match="continue_from"):
+        run_job(StyleParams(size=64, iterations=2, scales=1, device="cpu"), buf.getvalue(), [style_bytes],
+                continue_from=b"whatever")
