@@ -75,20 +75,7 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     delivered_at: float | None = None
-    options: dict[str, Any] = field(default_factory=dict)  # `JobRequest.options()`
-
-    @property
-    def clip_limits(self) -> ClipLimits:
-        limits = self.options.get("clip_limits")
-        return ClipLimits.from_dict(limits) if limits else DEFAULT_CLIP_LIMITS
-
-    @property
-    def animation_format(self) -> str:
-        return str(self.options.get("animation_format", "auto"))
-
-    @property
-    def timelapse_frames(self) -> int:
-        return int(self.options.get("timelapse_frames", 0))
+    options: dict[str, Any] = field(default_factory=dict)  # `JobRequest.options()`: WorkPayload's option fields
 
     @property
     def finished(self) -> bool:

@@ -363,9 +363,7 @@ class JobQueue:
                 continue
             payload = WorkPayload(job_id=job.id, params=job.params, content=content, styles=styles,
                                   output_format=job.output_format, max_output_bytes=job.max_output_bytes,
-                                  preview_interval=self.config.preview_interval_seconds,
-                                  clip_limits=job.clip_limits.to_dict(), animation_format=job.animation_format,
-                                  timelapse_frames=job.timelapse_frames)
+                                  preview_interval=self.config.preview_interval_seconds, **job.options)
             log.info("job %s started (attempt %d)", job.id, job.attempts)
             await self._publish(JobUpdate("state", job))
             await self.backend.dispatch(payload)

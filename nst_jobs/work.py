@@ -38,6 +38,7 @@ class WorkPayload:
     output_format: str = "png"
     max_output_bytes: int | None = None
     preview_interval: float = 10.0
+    # The job's options (`JobRequest.options()`, kept as they are in the job table; a row from before them has none)
     clip_limits: dict[str, Any] = field(default_factory=DEFAULT_CLIP_LIMITS.to_dict)  # `ClipLimits.to_dict()`
     animation_format: str = "auto"
     timelapse_frames: int = 0
