@@ -31,10 +31,12 @@ from nst_core.clip_headers import AnimationHeader, read_apng, read_gif, read_web
 from nst_core.errors import ClipError, ClipLimitError, NSTError, ParameterError
 from nst_core.images import ACCEPTED_FORMATS, _pixels, _unreadable_error, to_rgb
 
-__all__ = ["CLIP_FORMATS", "DEFAULT_CLIP_LIMITS", "Clip", "ClipInfo", "ClipLimits", "check_clip", "decode_clip",
-           "is_animated", "probe_clip"]  # fmt: skip
+__all__ = ["CLIP_FORMATS", "CLIP_FORMAT_LABELS", "DEFAULT_CLIP_LIMITS", "Clip", "ClipInfo", "ClipLimits",
+           "check_clip", "decode_clip", "decode_if_animated", "is_animated", "probe_clip"]  # fmt: skip
 
 CLIP_FORMATS: Final = ("gif", "png", "webp", "mp4", "webm", "mov")
+#: How people read each container's name ("png" here is always an animated PNG).
+CLIP_FORMAT_LABELS: Final = {"gif": "GIF", "png": "APNG", "webp": "WebP", "mp4": "MP4", "webm": "WebM", "mov": "MOV"}
 _VIDEO_DEMUXERS: Final = {"mp4": "mp4", "mov": "mov", "webm": "matroska"}  # Matroska (MKV) is read as "webm"
 _PILLOW_FORMATS: Final = {"gif": "GIF", "png": "PNG", "webp": "WEBP"}
 _SEND_CLIP: Final = "send an animated GIF, PNG or WebP, or an MP4, WebM or MOV clip"
@@ -340,10 +342,19 @@ def decode_clip(data: bytes, limits: ClipLimits = DEFAULT_CLIP_LIMITS, *, role: 
     naming the frame. A still raises ClipError. Videos: the first video stream, display rotation applied (90, 180 and
     270 degrees; a mirrored display matrix is not), durations from the frames' timestamps.
     """
+    clip = decode_if_animated(data, limits, role=role)
+    if clip is None:
+        raise ClipError(f"{role} image is a still image, not an animation; {_SEND_CLIP}", role=role)
+    return clip
+
+
+def decode_if_animated(data: bytes, limits: ClipLimits = DEFAULT_CLIP_LIMITS, *, role: str = "content") -> Clip | None:
+    """`decode_clip` for bytes that may be a still: None for a still (which `images.decode_image` reads), probed
+    once either way (a job takes either kind as its content)."""
     data = bytes(data)
     probe = _probe(data, role)
     if probe is None:
-        raise ClipError(f"{role} image is a still image, not an animation; {_SEND_CLIP}", role=role)
+        return None
     check_clip(probe.info, limits, role=role)
     decode = _decode_video if probe.info.format in _VIDEO_DEMUXERS else _decode_animation
     clip = decode(data, probe, limits, role)

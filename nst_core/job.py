@@ -26,7 +26,7 @@ from nst_core.clip_encoding import (
     encode_animation_to_fit,
     normalise_animation_format,
 )
-from nst_core.clips import DEFAULT_CLIP_LIMITS, Clip, ClipLimits, decode_clip, probe_clip
+from nst_core.clips import DEFAULT_CLIP_LIMITS, Clip, ClipLimits, decode_if_animated
 from nst_core.color import colour_strategy
 from nst_core.device import is_out_of_memory, resolve_placement
 from nst_core.encoding import encode_image, encode_to_fit, normalise_format
@@ -35,7 +35,7 @@ from nst_core.images import DEFAULT_MAX_PIXELS, decode_image, style_role
 from nst_core.optimize import image_to_tensor, stylize
 from nst_core.params import StyleParams, check_content_shape
 from nst_core.progress import CancelCheck, EventKind, ProgressCallback, ProgressEvent
-from nst_core.pyramid import later_frame_plan, plan_levels
+from nst_core.pyramid import plan_levels, top_levels
 from nst_core.result import JobResult
 from nst_core.timelapse import TimelapseRecorder
 
@@ -88,7 +88,7 @@ def run_job(
                              f"allowed range: 0 or {MIN_TIMELAPSE_FRAMES} to {MAX_TIMELAPSE_FRAMES}")
     seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
     params = params.replace(seed=seed)
-    clip = decode_clip(content, clip_limits) if probe_clip(content, role="content") is not None else None
+    clip = decode_if_animated(content, clip_limits, role="content")
     content_img = clip.frames[0] if clip is not None else decode_image(content, role="content",
                                                                        max_pixels=max_input_pixels)
     check_content_shape(content_img.width, content_img.height, params.size)
@@ -163,7 +163,7 @@ def _continuing(params: StyleParams, content: Image.Image, start: Image.Image | 
     prepares a content (luminance for luminance transfer), resized to the level."""
     if start is None:
         return {}
-    top = later_frame_plan(plan_levels(params, content.width, content.height), 1, params.iterations)
+    top = top_levels(plan_levels(params, content.width, content.height), 1, params.iterations)
     prepared = colour_strategy(params.preserve_colors).prepare_content(image_to_tensor(start.convert("RGB")))
     return {"plan": top, "start": prepared}
 
