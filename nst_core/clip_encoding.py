@@ -28,7 +28,7 @@ from typing import Any, Final
 from PIL import Image
 
 from nst_core.clips import probe_clip
-from nst_core.encoding import FormatNamed, _clean_rgb
+from nst_core.encoding import Encoded, _clean_rgb, format_label
 from nst_core.errors import ImageTooLargeError, ParameterError
 from nst_core.images import human_bytes, limit_text
 
@@ -51,7 +51,6 @@ _QUALITY_RANGES: Final = {"gif": (2, 256), "webp": (1, 100), "mp4": (0, 51)}
 _QUALITY_GAIN: Final = {"gif": (0.87, 0.72), "webp": (0.6, 0.47), "mp4": (0.56, 0.33)}
 _PIXEL_EXPONENT: Final = 0.85
 _FRAME_EXPONENT: Final = {"gif": 1.0, "webp": 1.0, "mp4": 0.2}
-_LABELS: Final = {"gif": "GIF", "webp": "WebP", "mp4": "MP4"}
 _SCALE_STEP: Final = 0.75
 _MAX_FRAME_STEP: Final = 4  # drop at most 3 frames in 4
 _MAX_ENCODES: Final = 16
@@ -62,18 +61,12 @@ _GIF_MIN_DELAY_MS: Final = 20  # browsers show 10 ms or less as 100 ms
 
 
 @dataclass(frozen=True)
-class EncodedAnimation(FormatNamed):
-    """An encoded animated result, ready to upload: the bytes and what was done to make them fit."""
+class EncodedAnimation(Encoded):
+    """An encoded animation ("gif", "webp" or "mp4"; quality is GIF colours, WebP quality or MP4 CRF)."""
 
-    data: bytes = field(repr=False)
-    format: str  # "gif", "webp" or "mp4"
-    width: int
-    height: int
     frames: int  # frames in the file (a GIF merges identical neighbours, adding their times)
     duration_ms: int  # playing time
-    quality: int  # GIF colours, WebP quality or MP4 CRF
     reduced: bool  # True if quality, pixels or frames were reduced to fit (not for a change of format alone)
-    note: str  # for people: "GIF (3.1 MB)", "re-encoded as MP4 (2.2 MB) to fit 8 MB"
 
 
 def normalise_animation_format(fmt: str) -> str:
@@ -123,7 +116,7 @@ def _quality(fmt: str, quality: int | None) -> int:
         return _QUALITIES[fmt][0]
     low, high = _QUALITY_RANGES[fmt]
     if not low <= quality <= high:
-        raise ParameterError("quality", quality, f"for {_LABELS[fmt]}: {low} to {high}")
+        raise ParameterError("quality", quality, f"for {format_label(fmt)}: {low} to {high}")
     return quality
 
 
@@ -322,7 +315,7 @@ class _Fitter:
         data = _encode(frames, durations, self.loop, fmt, quality)
         width, height = (frames[0].width // 2 * 2, frames[0].height // 2 * 2) if fmt == "mp4" else frames[0].size
         fps = len(frames) * 1000 / sum(durations)
-        what = _LABELS[fmt] + _quality_text(fmt, level, quality)
+        what = format_label(fmt) + _quality_text(fmt, level, quality)
         reductions = [f"{width}x{height} px"] if scale != 1.0 else []
         if step > 1:
             dropped = "every other frame" if step == 2 else f"every {step}th frame"
@@ -343,7 +336,8 @@ class _Fitter:
             note += f" to fit {limit_text(self.max_bytes)}"
         info = probe_clip(data, role="result")
         count, duration = (info.frames, round(info.seconds * 1000)) if info else (1, sum(durations))
-        return EncodedAnimation(data, fmt, width, height, count, duration, quality, reduced, note)
+        return EncodedAnimation(data=data, format=fmt, width=width, height=height, quality=quality, note=note,
+                                frames=count, duration_ms=duration, reduced=reduced)
 
 
 def _quality_text(fmt: str, level: int, quality: int) -> str:

@@ -19,8 +19,8 @@ from PIL import Image
 from nst_core.errors import ImageTooLargeError
 from nst_core.images import human_bytes, limit_text, to_rgb
 
-__all__ = ["EncodedImage", "FormatNamed", "content_type_for", "encode_image", "encode_to_fit", "extension_for",
-           "normalise_format"]
+__all__ = ["Encoded", "EncodedImage", "content_type_for", "encode_image", "encode_to_fit", "extension_for",
+           "format_label", "normalise_format"]
 
 _STILL_FORMATS: Final = ("png", "jpeg", "webp")
 _CONTENT_TYPES: Final = {
@@ -31,6 +31,7 @@ _CONTENT_TYPES: Final = {
     "mp4": "video/mp4",
 }
 _EXTENSIONS: Final = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif", "mp4": "mp4"}
+_LABELS: Final = {"png": "PNG", "jpeg": "JPEG", "webp": "WebP", "gif": "GIF", "mp4": "MP4"}
 
 # encode_to_fit's ladders: (format, quality) tried in order, best first.
 _JPEG_LADDER: Final = (("jpeg", 95), ("jpeg", 90), ("jpeg", 85), ("jpeg", 80))
@@ -39,10 +40,16 @@ _DOWNSCALE_QUALITIES: Final = (90, 85, 80)
 _DOWNSCALE_STEP: Final = 0.75
 
 
-class FormatNamed:
-    """What an encoded result with a `format` ('png', 'gif', 'mp4' ...) says about itself for an upload."""
+@dataclass(frozen=True)
+class Encoded:
+    """An encoded result, ready to upload: the bytes, what they are, and what was done to make them fit."""
 
-    format: str
+    data: bytes = field(repr=False)
+    format: str  # "png", "jpeg", "webp", "gif" or "mp4"
+    width: int
+    height: int
+    quality: int | None  # the format's own setting (see the subclasses); None for PNG
+    note: str  # for people: "PNG (1.2 MB)", "re-encoded as JPEG quality 90 (3.1 MB) to fit 8 MB"
 
     @property
     def content_type(self) -> str:
@@ -56,17 +63,15 @@ class FormatNamed:
 
 
 @dataclass(frozen=True)
-class EncodedImage(FormatNamed):
-    """An encoded result, ready to upload: the bytes and what was done to make them fit."""
+class EncodedImage(Encoded):
+    """An encoded still ("png", "jpeg" or "webp"; quality is JPEG's or WebP's)."""
 
-    data: bytes = field(repr=False)
-    format: str  # "png", "jpeg" or "webp"
-    width: int
-    height: int
-    quality: int | None  # None for PNG
     downscaled: bool  # True if pixels were reduced to fit
-    note: str  # what was done, for people: "PNG (1.2 MB)", "re-encoded as JPEG quality 90 (3.1 MB) to fit 8 MB"
 
+
+def format_label(fmt: str) -> str:
+    """How people read an output format's name: 'PNG', 'JPEG', 'WebP', 'GIF' or 'MP4'."""
+    return _LABELS[_table_name(fmt)]
 
 
 def content_type_for(fmt: str) -> str:
@@ -161,7 +166,8 @@ def encode_to_fit(image: Image.Image, max_bytes: int, *, prefer: str = "png", mi
         if len(data) <= max_bytes:
             described = _describe(fmt, quality, len(data))
             note = described if first else f"re-encoded as {described} to fit {limit}"
-            return EncodedImage(data, fmt, width, height, None if fmt == "png" else quality, False, note)
+            return EncodedImage(data=data, format=fmt, width=width, height=height,
+                                quality=None if fmt == "png" else quality, note=note, downscaled=False)
         first = False
 
     lossy = "webp" if preferred == "webp" else "jpeg"
@@ -176,11 +182,12 @@ def encode_to_fit(image: Image.Image, max_bytes: int, *, prefer: str = "png", mi
             data = _encode_clean(small, lossy, quality)
             if len(data) <= max_bytes:
                 note = f"downscaled to {size[0]}x{size[1]} and re-encoded as {_describe(lossy, quality, len(data))} "
-                return EncodedImage(data, lossy, size[0], size[1], quality, True, note + f"to fit {limit}")
+                return EncodedImage(data=data, format=lossy, width=size[0], height=size[1], quality=quality,
+                                    note=note + f"to fit {limit}", downscaled=True)
     raise ImageTooLargeError(f"result cannot be encoded under {limit}", role="result")
 
 
 def _describe(fmt: str, quality: int, size: int) -> str:
     if fmt == "png":
         return f"PNG ({human_bytes(size)})"
-    return f"{'JPEG' if fmt == 'jpeg' else 'WebP'} quality {quality} ({human_bytes(size)})"
+    return f"{format_label(fmt)} quality {quality} ({human_bytes(size)})"

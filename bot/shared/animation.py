@@ -17,13 +17,20 @@ from bot.config import MAX_CLIP_FRAMES, MAX_CLIP_SECONDS, LimitSettings
 from bot.records import GuildSettings
 from bot.shared.refusals import UserFacingError
 from nst_core.clip_encoding import encode_animation_to_fit
-from nst_core.clips import DEFAULT_CLIP_LIMITS, ClipInfo, ClipLimits, check_clip, decode_clip, probe_clip
+from nst_core.clips import (
+    CLIP_FORMAT_LABELS,
+    DEFAULT_CLIP_LIMITS,
+    ClipInfo,
+    ClipLimits,
+    check_clip,
+    decode_clip,
+    probe_clip,
+)
 from nst_core.errors import ClipLimitError
 from nst_core.images import limit_text
 from nst_core.params import StyleParams
 
 __all__ = [
-    "CLIP_FORMAT_NAMES",
     "VIDEO_EXTENSIONS",
     "VIDEO_TYPES",
     "cap_clip_size",
@@ -39,9 +46,6 @@ __all__ = [
 #: The video content types Discord gives clips (an animated GIF, WebP or PNG is an image/* type already).
 VIDEO_TYPES: Final = ("video/mp4", "video/webm", "video/quicktime")
 VIDEO_EXTENSIONS: Final = (".mp4", ".webm", ".mov")
-#: How the reply names a clip's container (`ClipInfo.format`).
-CLIP_FORMAT_NAMES: Final = {"gif": "GIF", "png": "APNG", "webp": "WebP", "mp4": "MP4", "webm": "WebM",
-                            "mov": "MOV"}
 
 
 def is_video_type(content_type: str | None) -> bool:
@@ -105,7 +109,7 @@ def cap_clip_size(params: StyleParams, limit: int) -> tuple[StyleParams, list[st
 
 def describe_clip(info: ClipInfo) -> str:
     """For the reply's headline: 'animation: 12 frames, 1.2 s (GIF)'."""
-    kind = CLIP_FORMAT_NAMES.get(info.format, info.format.upper())
+    kind = CLIP_FORMAT_LABELS.get(info.format, info.format.upper())
     return f"animation: {info.frames} frames, {info.seconds:.1f} s ({kind})"
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from nst_core.encoding import format_label
 from nst_core.images import human_bytes
 from nst_core.progress import ProgressEvent
 
 __all__ = [
-    "FORMAT_NAMES",
     "cancelled_text",
     "clip_length",
     "done_text",
@@ -25,8 +25,6 @@ __all__ = [
 ]
 
 BAR_WIDTH = 16
-#: How the reply names a result's format (`JobResult.format`).
-FORMAT_NAMES = {"png": "PNG", "jpeg": "JPEG", "webp": "WebP", "gif": "GIF", "mp4": "MP4"}
 
 
 def progress_bar(fraction: float, width: int = BAR_WIDTH) -> str:
@@ -108,7 +106,7 @@ def clip_length(frames: int, duration_ms: int) -> str:
 
 def file_note(fmt: str, size: int) -> str:
     """'PNG (1.2 MB)', 'GIF (300.5 KB)'."""
-    return f"{FORMAT_NAMES.get(fmt, fmt.upper())} ({human_bytes(size)})"
+    return f"{format_label(fmt)} ({human_bytes(size)})"
 
 
 def timelapse_text(job_id: str, size: int) -> str:
