@@ -26,7 +26,7 @@ from nst_core.losses import LossTerm, TemporalLoss
 from nst_core.optimize import StylizeOutcome, stylize
 from nst_core.params import StyleParams
 from nst_core.progress import CancelCheck, EventKind, ProgressCallback, ProgressEvent
-from nst_core.pyramid import Level, later_frame_plan, plan_levels
+from nst_core.pyramid import Level, plan_levels, top_levels
 
 __all__ = ["FRAME_ITERATION_SHARE", "FRAME_LEVELS", "ClipOutcome", "frame_iterations", "planned_iterations",
            "stylize_clip"]
@@ -152,8 +152,7 @@ def stylize_clip(frames: Sequence[Image.Image], styles: Sequence[Image.Image], p
     if not frames:
         raise ValueError("an animation needs at least one frame")
     width, height = frames[0].size
-    plan = plan_levels(params, width, height)
-    later = later_frame_plan(plan, FRAME_LEVELS, frame_iterations(params))
+    plan, later = _plans(params, width, height)
     out_size = plan[-1].size
     inputs = [np.asarray(f if f.size == out_size else f.resize(out_size, Image.Resampling.LANCZOS)) for f in frames]
     clock = _ClipProgress(progress, len(frames), plan, later)
@@ -193,9 +192,14 @@ def stylize_clip(frames: Sequence[Image.Image], styles: Sequence[Image.Image], p
                        optimise_seconds=optimise)
 
 
+def _plans(params: StyleParams, width: int, height: int) -> tuple[list[Level], list[Level]]:
+    """The first frame's plan (the whole pyramid) and every later frame's (its top level(s))."""
+    plan = plan_levels(params, width, height)
+    return plan, top_levels(plan, FRAME_LEVELS, frame_iterations(params))
+
+
 def planned_iterations(params: StyleParams, width: int, height: int, frames: int) -> int:
     """The iterations a clip of `frames` frames is planned to take (before any early stop)."""
-    plan = plan_levels(params, width, height)
-    later = later_frame_plan(plan, FRAME_LEVELS, frame_iterations(params))
+    plan, later = _plans(params, width, height)
     return sum(level.iterations for level in plan) + (frames - 1) * sum(level.iterations for level in later)
 

@@ -76,14 +76,18 @@ class _Best:
     def __init__(self) -> None:
         self.loss = float("inf")
         self.image: torch.Tensor | None = None
-        self.losses: dict[str, float] = {}
+        self.terms: dict[str, torch.Tensor] = {}
 
     def offer(self, x: torch.Tensor, terms: dict[str, torch.Tensor], total: torch.Tensor) -> None:
         value = float(total.detach())
         if value < self.loss:
             self.loss = value
-            self.image = x.detach().clamp(0, 1)  # a copy: the optimiser goes on changing x in place
-            self.losses = {**{k: float(v.detach()) for k, v in terms.items()}, "total": value}
+            self.image = x.detach().clone()  # the optimiser goes on changing x in place
+            self.terms = {k: v.detach() for k, v in terms.items()}  # read only once, at the level's end
+
+    @property
+    def losses(self) -> dict[str, float]:
+        return {**{k: float(v) for k, v in self.terms.items()}, "total": self.loss}
 
 
 class _Run:

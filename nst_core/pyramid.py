@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from nst_core.params import StyleParams, scale_sizes, split_iterations
 
-__all__ = ["Level", "RunClock", "later_frame_plan", "plan_levels"]
+__all__ = ["Level", "RunClock", "plan_levels", "top_levels"]
 
 
 @dataclass(frozen=True)
@@ -95,11 +95,9 @@ class RunClock:
         return self.elapsed() - self.setup_seconds
 
 
-def later_frame_plan(plan: list[Level], levels: int, iterations: int) -> list[Level]:
-    """An animation's later frame: only the top `levels` of the first frame's `plan`, sharing `iterations`.
-
-    (It starts from the previous frame's result warped onto it, so the coarse levels have nothing left to do.)
-    """
+def top_levels(plan: list[Level], levels: int, iterations: int) -> list[Level]:
+    """Only the top `levels` of `plan`, sharing `iterations`: for a run that starts from a picture that already has
+    the coarse structure (an animation's previous frame warped onto the next, an earlier result made larger)."""
     top = plan[-max(1, min(levels, len(plan))):]
     budgets = split_iterations(max(iterations, len(top)), len(top))
     return [Level(index=level.index, count=level.count, size=level.size, iterations=budget)
