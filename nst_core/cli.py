@@ -322,7 +322,8 @@ def _cmd_info(args: argparse.Namespace, remote: RemoteRunner | None) -> int:
     except NSTError as exc:
         print(f"auto device: none usable ({exc})")
     bf16 = cpu_bf16_support()
-    print(f"CPU bf16: {'native' if bf16.native else 'emulated'}: {bf16.reason}")
+    cpu_auto = "bf16 autocast" if bf16.native else "fp32"
+    print(f"CPU bf16: {'native' if bf16.native else 'emulated'}: {bf16.reason}; precision auto on the CPU: {cpu_auto}")
 
     from nst_core.weights import BUNDLED_SHA256, bundled_weights_path, load_weights, sha256_file
 

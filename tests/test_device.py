@@ -3,7 +3,7 @@ the reason `nst info` prints. The decision is a pure function of the CPU's capab
 
 from __future__ import annotations
 
-from nst_core.device import cpu_bf16_support
+from nst_core.device import auto_precision, cpu_bf16_support, resolve_placement
 
 #: What `torch.cpu.get_capabilities()` reports on three kinds of x86 CPUs (the keys that matter, and a few others).
 SAPPHIRE_RAPIDS = {"avx2": True, "avx512_f": True, "avx512_bf16": True, "amx_tile": True, "amx_bf16": True}
@@ -24,3 +24,22 @@ def test_without_them_bf16_is_emulated_and_the_reason_says_so():
         support = cpu_bf16_support(caps)
         assert not support.native
         assert "emulated" in support.reason
+
+
+def test_precision_auto_is_bf16_on_a_cpu_with_native_bf16_and_fp32_without():
+    for caps in (SAPPHIRE_RAPIDS, ZEN4):
+        assert auto_precision("cpu", cpu_bf16=cpu_bf16_support(caps)) == "bf16"
+    for caps in (AVX2_ONLY, AVX512_WITHOUT_BF16, {}):
+        assert auto_precision("cpu", cpu_bf16=cpu_bf16_support(caps)) == "fp32"
+
+
+def test_precision_auto_on_cuda_and_mps():
+    assert auto_precision("cuda", cuda_bf16=True) == "bf16"
+    assert auto_precision("cuda", cuda_bf16=False) == "fp16"
+    assert auto_precision("mps", cpu_bf16=cpu_bf16_support(SAPPHIRE_RAPIDS)) == "fp32"
+
+
+def test_resolve_placement_auto_follows_this_cpu():
+    # This machine's own answer, whichever it is: auto on the CPU is bf16 exactly when the CPU has it natively.
+    placement = resolve_placement("cpu", "auto")
+    assert placement.precision == ("bf16" if cpu_bf16_support().native else "fp32")
