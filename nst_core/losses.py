@@ -13,7 +13,17 @@ in how they represent a layer's features: as they are, or as their Gram matrix (
 convolutions run in bf16/fp16 (fp16 Grams overflow).
 
 Every term is a `LossTerm`: `retarget(level)` sets its target from a pyramid level's images, `term(features,
-image)` gives its value. `WeightedSum` adds the weighted terms and hands back each one's value for progress (after
+image)` gives its value.
+
+A level optimised tile by tile (`nst_core.tiles`, `nst_core.tiled`) evaluates the feature terms in passes over the
+tiles: `begin_pass()`, `partial(cores, tile)` per tile (the tile's part of the term, whose gradient is that tile's
+part of the whole image's gradient) and `end_pass()` (the term's value for the whole image). The content term's
+partials add up to its whole-image value. The style term's gradient needs the whole image's Gram G first
+(`needs_prepass`): a pass without gradients sums it, then each partial is 2<G - S, G_tile> / ||S||^2 with G held
+fixed, whose gradient is exactly this tile's part of the gradient of ||G - S||^2 / ||S||^2. Pixel terms (tv,
+temporal) see the whole image as they are.
+
+`WeightedSum` adds the weighted terms and hands back each one's value for progress (after
 crowsonkb/style-transfer-pytorch's `SumLoss`). A new term is one class and one entry in `objective()`.
 """
 
@@ -30,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from nst_core.params import StyleParams
+from nst_core.tiles import Tile, TileGrid, tiled_grams
 
 __all__ = [
     "STYLE_TARGETS",
@@ -67,6 +78,7 @@ class LevelImages:
     content: torch.Tensor  # the content at the level's size
     styles: tuple[torch.Tensor, ...]  # each style image at its size for this level
     encode: Encoder
+    grid: TileGrid | None = None  # the level's tiles when it is optimised tile by tile (bounded memory)
 
 
 def normalised(weights: Sequence[float] | None, count: int) -> list[float]:
@@ -114,6 +126,7 @@ class FeatureLoss(LossTerm):
         self.weights = normalised(weights, len(self.layers))
         self.targets: dict[str, torch.Tensor] = {}
         self.norms: dict[str, torch.Tensor] = {}
+        self.grid: TileGrid | None = None  # set by `retarget` for a tiled level
 
     @abstractmethod
     def represent(self, features: torch.Tensor) -> torch.Tensor:
@@ -131,18 +144,65 @@ class FeatureLoss(LossTerm):
             total = total + weight * diff.pow(2).sum() / self.norms[layer]
         return total
 
+    # ---- tiled levels: one pass over the tiles per evaluation (see the module docstring) ----------------------
+    #: True when the term's partials need a pass over all tiles without gradients first (the style term's Gram).
+    needs_prepass = False
+
+    @abstractmethod
+    def begin_pass(self) -> None:
+        """A pass over the level's tiles starts."""
+
+    @abstractmethod
+    def partial(self, cores: Features, tile: Tile) -> torch.Tensor:
+        """This tile's part of the term, from the features at its core positions."""
+
+    @abstractmethod
+    def end_pass(self) -> torch.Tensor:
+        """The term's value for the image the pass saw."""
+
 
 class ContentLoss(FeatureLoss):
     """The content image's features, compared as they are."""
 
     name = "content"
 
+    def __init__(self, layers: Sequence[str], weights: Sequence[float] | None = None) -> None:
+        super().__init__(layers, weights)
+        self.tile_targets: list[dict[str, torch.Tensor]] = []
+        self._sum: torch.Tensor | None = None
+
     def represent(self, features: torch.Tensor) -> torch.Tensor:
         return features.float()
 
     def retarget(self, level: LevelImages) -> None:
+        self.grid = level.grid
         with torch.no_grad():
-            self.set_targets(level.encode(level.content))
+            if level.grid is None:
+                self.tile_targets = []
+                self.set_targets(level.encode(level.content))
+                return
+            self.tile_targets = [
+                {layer: core.detach().float() for layer, core in
+                 tile.cores(level.encode(tile.crop(level.content)), self.layers).items()}
+                for tile in level.grid.tiles]
+        self.norms = {layer: sum((t[layer].pow(2).sum() for t in self.tile_targets),
+                                 torch.zeros((), device=level.content.device)).clamp_min(1e-12)
+                      for layer in self.layers}
+
+    def begin_pass(self) -> None:
+        self._sum = None
+
+    def partial(self, cores: Features, tile: Tile) -> torch.Tensor:
+        targets = self.tile_targets[tile.index]
+        total = cores[self.layers[0]].new_zeros((), dtype=torch.float32)
+        for layer, weight in zip(self.layers, self.weights, strict=True):
+            total = total + weight * (cores[layer].float() - targets[layer]).pow(2).sum() / self.norms[layer]
+        self._sum = total.detach() if self._sum is None else self._sum + total.detach()
+        return total
+
+    def end_pass(self) -> torch.Tensor:
+        assert self._sum is not None, "a pass over no tiles"
+        return self._sum
 
 
 class _StyleTargetCache:
@@ -174,29 +234,63 @@ class StyleLoss(FeatureLoss):
     """The style images' Gram matrices (blended with normalised weights when there are several)."""
 
     name = "style"
+    needs_prepass = True
 
     def __init__(self, layers: Sequence[str], weights: Sequence[float] | None = None, *,
                  blend: Sequence[float] = (1.0,)) -> None:
         super().__init__(layers, weights)
         self.blend = list(blend)
+        self._previous: dict[str, torch.Tensor] | None = None  # the image's Gram, from the pass before
+        self._sums: dict[str, torch.Tensor] = {}
 
     def represent(self, features: torch.Tensor) -> torch.Tensor:
         return gram(features)
 
-    def grams(self, style: torch.Tensor, encode: Encoder) -> dict[str, torch.Tensor]:
-        """One style image's Gram matrices at this term's layers (cached per pixels and network)."""
+    def grams(self, style: torch.Tensor, encode: Encoder, *, tile_edge: int | None = None) -> dict[str, torch.Tensor]:
+        """One style image's Gram matrices at this term's layers (cached per pixels and network); with
+        `tile_edge`, computed tile by tile when the image is bigger than a tile (bounded memory)."""
 
         def compute() -> dict[str, torch.Tensor]:
+            if tile_edge is not None and max(style.shape[-2:]) > tile_edge:
+                return tiled_grams(style, encode, self.layers, tile_edge)
             with torch.no_grad():
                 feats = encode(style)
                 return {layer: gram(feats[layer]) for layer in self.layers}
 
-        return STYLE_TARGETS.get((_pixels_key(style), encode.key, self.layers), compute)
+        tiled = tile_edge if tile_edge is not None and max(style.shape[-2:]) > tile_edge else None
+        return STYLE_TARGETS.get((_pixels_key(style), encode.key, self.layers, tiled), compute)
 
     def retarget(self, level: LevelImages) -> None:
-        grams = [self.grams(style, level.encode) for style in level.styles]
+        self.grid, self._previous = level.grid, None
+        edge = level.grid.edge if level.grid is not None else None
+        grams = [self.grams(style, level.encode, tile_edge=edge) for style in level.styles]
         self.set_targets({layer: sum((w * g[layer] for g, w in zip(grams, self.blend, strict=True)),
                                      torch.zeros_like(grams[0][layer])) for layer in self.layers})
+
+    def begin_pass(self) -> None:
+        self._sums = {}
+
+    def partial(self, cores: Features, tile: Tile) -> torch.Tensor:
+        """2<G - S, G_tile> / ||S||^2 per layer: G the image's Gram from the pass before (the prepass, on the same
+        image), G_tile this tile's share of it; 0 when no pass has summed G yet (the prepass itself)."""
+        assert self.grid is not None
+        total = cores[self.layers[0]].new_zeros((), dtype=torch.float32)
+        for layer, weight in zip(self.layers, self.weights, strict=True):
+            flat = cores[layer].float().reshape(cores[layer].shape[0], cores[layer].shape[1], -1)
+            share = torch.bmm(flat, flat.transpose(1, 2)) / self.grid.positions(layer)
+            self._sums[layer] = share.detach() + self._sums[layer] if layer in self._sums else share.detach()
+            if self._previous is not None:
+                slope = (self._previous[layer] - self.targets[layer]).detach()
+                total = total + weight * 2 * (slope * share).sum() / self.norms[layer]
+        return total
+
+    def end_pass(self) -> torch.Tensor:
+        self._previous = self._sums
+        total = torch.zeros((), dtype=torch.float32)
+        for layer, weight in zip(self.layers, self.weights, strict=True):
+            diff = self._sums[layer] - self.targets[layer]
+            total = total.to(diff.device) + weight * diff.pow(2).sum() / self.norms[layer]
+        return total
 
 
 class TVLoss(LossTerm):

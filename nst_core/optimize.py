@@ -6,6 +6,9 @@ the terms' targets from the level's images, start from the previous level's resu
 image at the first level), and optimise the pixels of an RGB image in 0..1 for that level's iteration budget. A
 level stops early when the loss reaches a relative plateau. The cancellation check runs before every iteration and
 inside every loss evaluation (L-BFGS calls its closure more than once), so a cancel lands within one iteration.
+
+A level too big to hold the network's activations for all its pixels (`tiles`, `nst_core.tiles`) is optimised
+tile by tile: the same loop, each evaluation summed over the level's tiles (`nst_core.tiled`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from nst_core.losses import LevelImages, LossTerm, WeightedSum, objective
 from nst_core.params import StyleParams
 from nst_core.progress import CancelCheck, EventKind, ProgressCallback, ProgressEvent
 from nst_core.pyramid import Level, RunClock, plan_levels
+from nst_core.tiled import TiledEvaluation, lbfgs_history
+from nst_core.tiles import AUTO_TILE_ABOVE_PIXELS, TileGrid
 from nst_core.vgg import PlacedEncoder
 
 __all__ = ["StylizeOutcome", "image_to_tensor", "stylize", "tensor_to_image"]
@@ -36,6 +41,8 @@ MIN_LEVEL_ITERATIONS = 20
 #: A loss above this multiple of the level's best so far is an L-BFGS overshoot: back to the best image, and the
 #: optimiser starts afresh (its curvature history led it astray). Seen with strong temporal weights on animations.
 SPIKE_FACTOR = 1.5
+#: Steps L-BFGS remembers (its curvature history).
+LBFGS_HISTORY = 20
 
 
 @dataclass
@@ -113,13 +120,15 @@ class _Run:
         losses: dict[str, float] = {}
         for level in self.clock.levels:
             self.check_cancel()
-            original, images = self._level_images(level, content, styles)
+            grid = self._grid(level)
+            original, images = self._level_images(level, content, styles, grid)
             criterion.retarget(images)
             x = self._start_image(x if x is not None else start, level, images, generator)
             self.clock.begin(level)
+            tiled = f", in {len(grid.tiles)} tiles of {grid.edge} px" if grid is not None else ""
             self._emit(EventKind.SCALE, level, losses, None, message=f"{level.label}: {level.size[0]}x"
-                       f"{level.size[1]} px, {level.iterations} iterations")
-            x, losses = self._optimise(x, level, criterion, original)
+                       f"{level.size[1]} px, {level.iterations} iterations{tiled}")
+            x, losses = self._optimise(x, level, criterion, original, grid)
         assert x is not None  # the plan has at least one level
         result = self.colour.finish(x.detach(), original)  # the last level's content, at the output size
         return StylizeOutcome(image=tensor_to_image(result), iterations=self.clock.iteration, losses=losses,
@@ -130,8 +139,18 @@ class _Run:
         if self.should_cancel is not None and self.should_cancel():
             raise JobCancelled(self.clock.iteration)
 
-    def _level_images(self, level: Level, content: Image.Image,
-                      styles: Sequence[Image.Image]) -> tuple[torch.Tensor, LevelImages]:
+    def _grid(self, level: Level) -> TileGrid | None:
+        """The level's tiles when it is optimised tile by tile (`tiles`: on, or auto on the CPU above 1 MP)."""
+        if self.params.tiles == "off":
+            return None
+        grid = TileGrid.cover(level.size[0], level.size[1], self.params.tile_size)
+        if grid.single:
+            return None
+        wanted = self.params.tiles == "on" or (self.device.type == "cpu" and level.pixels > AUTO_TILE_ABOVE_PIXELS)
+        return grid if wanted else None
+
+    def _level_images(self, level: Level, content: Image.Image, styles: Sequence[Image.Image],
+                      grid: TileGrid | None) -> tuple[torch.Tensor, LevelImages]:
         """The level's content as it is (for finishing) and the images its terms take targets from."""
         original = image_to_tensor(_resized(content, level.size), self.device)
         prepared = tuple(
@@ -139,7 +158,7 @@ class _Run:
                 style, level.size, self.params.style_scale)), self.device), original)
             for style in styles)
         return original, LevelImages(content=self.colour.prepare_content(original), styles=prepared,
-                                     encode=self.encode)
+                                     encode=self.encode, grid=grid)
 
     def _start_image(self, previous: torch.Tensor | None, level: Level, images: LevelImages,
                      generator: torch.Generator) -> torch.Tensor:
@@ -156,27 +175,33 @@ class _Run:
             x = images.content.clone()
         return x.detach().contiguous()
 
-    def _optimizer(self, x: torch.Tensor) -> torch.optim.Optimizer:
-        if self.params.optimizer == "lbfgs":
-            return torch.optim.LBFGS([x], lr=1.0, max_iter=1, history_size=20)
+    def _optimizer(self, x: torch.Tensor, tiled: bool) -> torch.optim.Optimizer:
+        # a tiled level's L-BFGS remembers fewer steps (a memory budget), or runs Adam: see nst_core.tiled
+        history = lbfgs_history(x, LBFGS_HISTORY) if tiled else LBFGS_HISTORY
+        if self.params.optimizer == "lbfgs" and history:
+            return torch.optim.LBFGS([x], lr=1.0, max_iter=1, history_size=history)
         return torch.optim.Adam([x], lr=self.params.learning_rate)
 
-    def _optimise(self, x: torch.Tensor, level: Level, criterion: WeightedSum,
-                  original: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def _optimise(self, x: torch.Tensor, level: Level, criterion: WeightedSum, original: torch.Tensor,
+                  grid: TileGrid | None) -> tuple[torch.Tensor, dict[str, float]]:
         """Optimise `x` for the level's budget (or until a plateau); the best image seen and its losses.
 
         The best image is the one with the lowest loss evaluated, so a last step that overshot is not returned.
         """
         x = x.requires_grad_(True)
-        optimizer = self._optimizer(x)
+        tiles = TiledEvaluation(grid) if grid is not None else None
+        optimizer = self._optimizer(x, tiles is not None)
         last: dict[str, torch.Tensor] = {}
         best = _Best()
 
         def closure() -> torch.Tensor:
             self.check_cancel()
             optimizer.zero_grad(set_to_none=True)
-            total, terms = criterion(self.encode(x), x)
-            total.backward()
+            if tiles is not None:
+                total, terms = tiles(x, criterion, self.encode, self.check_cancel)
+            else:
+                total, terms = criterion(self.encode(x), x)
+                total.backward()
             last.update(terms, total=total)
             best.offer(x, terms, total)
             return total
@@ -194,7 +219,7 @@ class _Run:
             if losses["total"] > SPIKE_FACTOR * best.loss:
                 with torch.no_grad():
                     x.copy_(best.image)
-                optimizer = self._optimizer(x)
+                optimizer = self._optimizer(x, tiles is not None)
             self._emit(EventKind.ITERATION, level, losses, self.clock.eta(), x=x, content=original)
             if self._plateau(history):
                 done = self.clock.done_here

