@@ -3,8 +3,9 @@ and (through them) the bot all call `run_job`, so a job behaves the same whereve
 
 It decodes the inputs safely (an animated content image or clip as an animation, `nst_core.clips`), picks the
 device, runs the optimisation (`optimize.stylize` for a still, `animate.stylize_clip` for an animation), and on GPU
-out-of-memory frees the memory and retries at 0.75x the size down to `params.min_size`, telling the progress hook
-(kind "downsized"). The result is encoded without metadata, optionally fitted to a byte limit (an upload limit); a
+out-of-memory frees the memory and retries: first tile by tile at the same size (`tiles="auto"` and an output
+bigger than one tile: `nst_core.tiles`), then at 0.75x the size down to `params.min_size`, telling the progress
+hook (kind "downsized"). The result is encoded without metadata, optionally fitted to a byte limit (an upload limit); a
 still can also bring its timelapse (`nst_core.timelapse`).
 """
 
@@ -135,8 +136,9 @@ def run_job(
 
 def _retrying_smaller(params: StyleParams, device: torch.device, progress: ProgressCallback | None, started: float,
                       notes: list[str], attempt: Callable[[StyleParams], T]) -> tuple[T, StyleParams]:
-    """`attempt(params)`; on GPU out-of-memory, free the memory and try again at 0.75x the size (down to
-    `params.min_size`), telling the progress hook and `notes`. Returns the outcome and the parameters used."""
+    """`attempt(params)`; on GPU out-of-memory, free the memory and try again tile by tile (when `tiles` is auto and
+    the output is bigger than one tile), then at 0.75x the size (down to `params.min_size`), telling the progress
+    hook and `notes`. Returns the outcome and the parameters used."""
     while True:
         try:
             return attempt(params), params
@@ -145,6 +147,16 @@ def _retrying_smaller(params: StyleParams, device: torch.device, progress: Progr
                 raise
             del exc
         _free_device_memory(device)
+        if params.tiles == "auto" and params.size > params.tile_size:
+            note = (f"out of GPU memory at {params.size} px; retrying tile by tile ({params.tile_size} px tiles) "
+                    "at the same size")
+            notes.append(note)
+            if progress is not None:
+                progress(ProgressEvent(kind=EventKind.DOWNSIZED, iteration=0, total=params.iterations, scale=1,
+                                       scales=params.scales, width=params.size, height=params.size, losses={},
+                                       elapsed=time.perf_counter() - started, eta=None, message=note))
+            params = params.replace(tiles="on")
+            continue
         smaller = int(params.size * OOM_SHRINK)
         if smaller < params.min_size:
             raise NSTError(f"not enough GPU memory to stylise even at {params.size} px; try a smaller size "

@@ -23,7 +23,7 @@ class EventKind(StrEnum):
     ITERATION = "iteration"  # one optimiser step done
     SCALE = "scale"  # a new coarse-to-fine level starts
     EARLY_STOP = "early_stop"  # a level stopped on a loss plateau
-    DOWNSIZED = "downsized"  # out of GPU memory: restarting smaller (see `message`)
+    DOWNSIZED = "downsized"  # out of GPU memory: restarting tile by tile, or smaller (see `message`)
     FRAME = "frame"  # an animation's frame starts (`frame` of `frames`)
 
 
