@@ -76,7 +76,8 @@ class JobStarter:
         return Limits(max_size=min(cfg.max_size, settings.max_size or cfg.max_size),
                       max_iterations=min(cfg.max_iterations, settings.max_iterations or cfg.max_iterations),
                       default_preset=cfg.default_preset, clip=animation.clip_limits(cfg, settings),
-                      max_clip_size=animation.max_clip_size(cfg, settings))
+                      max_clip_size=animation.max_clip_size(cfg, settings),
+                      max_upscale_size=min(cfg.max_upscale_size, settings.max_upscale_size or cfg.max_upscale_size))
 
     # -- checks that need no download -----------------------------------------------------------------------------
     async def precheck(self, interaction: discord.Interaction[Any], sources: Sequence[ImageSource]) -> None:
