@@ -79,8 +79,8 @@ class DiscordSettings(_Section):
 
 
 class LimitSettings(_Section):
-    """Bot-wide limits. Server admins can lower the size, iteration, per-user and animation limits for their
-    server."""
+    """Bot-wide limits. Server admins can lower the size, iteration, per-user, animation and upscale limits for
+    their server."""
 
     max_attachment_bytes: int = Field(default=25 * MIB, ge=1024, le=500 * MIB)  # per input image
     max_input_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=10_000, le=178_956_970)  # width x height
@@ -95,6 +95,7 @@ class LimitSettings(_Section):
     max_clip_seconds: float = Field(default=DEFAULT_CLIP_LIMITS.max_seconds, gt=0, le=MAX_CLIP_SECONDS)
     max_clip_size: int = Field(default=256, ge=32, le=4096)  # an animation's output long edge; larger is lowered
     timelapse_frames: int = Field(default=24, ge=0, le=100)  # a still's Timelapse button (frames kept); 0: none
+    max_upscale_size: int = Field(default=2048, ge=64, le=4096)  # Upscale x2: its result's long edge, at most
 
 
 class ProgressSettings(_Section):

@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS guild_settings (
     channels TEXT NOT NULL DEFAULT '[]',
     max_clip_frames INTEGER,
     max_clip_seconds REAL,
-    max_clip_size INTEGER
+    max_clip_size INTEGER,
+    max_upscale_size INTEGER
 );
 CREATE TABLE IF NOT EXISTS saved_styles (
     guild_id INTEGER NOT NULL,
@@ -75,9 +76,10 @@ _ADDED_COLUMNS = (
     ("guild_settings", "max_clip_frames", "INTEGER"),
     ("guild_settings", "max_clip_seconds", "REAL"),
     ("guild_settings", "max_clip_size", "INTEGER"),
+    ("guild_settings", "max_upscale_size", "INTEGER"),
 )
 _GUILD_COLUMNS = ("max_size", "max_iterations", "per_user_cap", "channels", "max_clip_frames", "max_clip_seconds",
-                  "max_clip_size")
+                  "max_clip_size", "max_upscale_size")
 
 
 @dataclass
@@ -109,6 +111,7 @@ class GuildSettings:
     max_clip_frames: int | None = None  # animations: frames, seconds and output long edge
     max_clip_seconds: float | None = None
     max_clip_size: int | None = None
+    max_upscale_size: int | None = None  # the Upscale x2 button's largest result (long edge)
 
 
 def style_key(name: str) -> str:

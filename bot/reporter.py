@@ -266,7 +266,7 @@ class Reporter:
         result["notes"] = notes + list(result.get("notes") or [])
         elapsed = (job.finished_at or time.time()) - (job.started_at or job.created_at)
         animated = int(result.get("frames") or 1) > 1
-        view = job_view(job.id, running=False, timelapse=bool(result.get("timelapse")))
+        view = job_view(job.id, running=False, upscale=not animated, timelapse=bool(result.get("timelapse")))
         for _ in range(DELIVERY_TRIES):
             text = render.done_text(job.id, summary, result, size_note=size_note, elapsed=elapsed)
             file = discord.File(io.BytesIO(data), filename=f"nst-{job.id}.{extension_for(fmt)}")

@@ -226,8 +226,6 @@ def _cmd_stylize(args: argparse.Namespace, remote: RemoteRunner | None) -> int:
         raise CLIError(f"--max-bytes {args.max_bytes} is not allowed; give a positive number of bytes")
     if args.save_every is not None and args.save_every < 1:
         raise CLIError(f"--save-every {args.save_every} is not allowed; give a positive number of iterations")
-    if args.continue_from is not None and args.broker:
-        raise CLIError("--continue-from needs the job to run here; it cannot be combined with --broker")
     if args.save_every is not None and args.broker:
         raise CLIError("--save-every needs the job to run here; it cannot be combined with --broker")
     if args.broker and remote is None:
@@ -256,7 +254,7 @@ def _cmd_stylize(args: argparse.Namespace, remote: RemoteRunner | None) -> int:
             if args.broker and remote is not None:
                 job = RemoteJob(broker=args.broker, params=params, content=content, styles=tuple(styles),
                                 output_format=still_format, max_output_bytes=args.max_bytes, clip_limits=clip_limits,
-                                animation_format=animation_format)
+                                animation_format=animation_format, continue_from=start)
                 result = remote(job, progress=progress, say=progress.say, should_cancel=cancel)
             else:
                 from nst_core.job import run_job  # torch: only now

@@ -39,6 +39,7 @@ class RemoteJob:
     max_output_bytes: int | None
     clip_limits: ClipLimits = DEFAULT_CLIP_LIMITS
     animation_format: str = "auto"
+    continue_from: bytes | None = None  # --continue-from: the earlier result a still starts from
 
 
 class RemoteRunner(Protocol):

@@ -56,7 +56,8 @@ def run_on_broker(job: RemoteJob, *, progress: ProgressCallback, say: Callable[[
     ping_broker(job.broker)  # BrokerUnavailableError (an NSTError) names the URL without its password
     payload = WorkPayload(job_id=uuid.uuid4().hex, params=job.params.to_dict(), content=job.content,
                           styles=job.styles, output_format=job.output_format, max_output_bytes=job.max_output_bytes,
-                          clip_limits=job.clip_limits.to_dict(), animation_format=job.animation_format)
+                          clip_limits=job.clip_limits.to_dict(), animation_format=job.animation_format,
+                          continue_from=job.continue_from)
     iteration = 0
 
     def on_report(report: ProgressReport) -> None:

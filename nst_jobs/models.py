@@ -40,6 +40,7 @@ class JobRequest:
     clip_limits: ClipLimits = DEFAULT_CLIP_LIMITS  # for animated content: frames, seconds, pixels
     animation_format: str = "auto"  # an animation's output: "auto" (GIF, else MP4 to fit), "gif", "webp", "mp4"
     timelapse_frames: int = 0  # a still records this many small frames of its optimisation (0: none)
+    continue_from: bytes | None = None  # a still starts from this picture (an earlier result, e.g. an upscale)
 
     def options(self) -> dict[str, Any]:
         """The animation and timelapse options, as the job table keeps them (JSON-able)."""

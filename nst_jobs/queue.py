@@ -54,6 +54,7 @@ class JobInputs:
     seed: int | None  # the seed the finished run used (it draws one when params has none); None before that
     content: bytes
     styles: tuple[bytes, ...]
+    continue_from: bytes | None = None  # the picture it started from (an upscale's earlier result), if any
 
 
 def make_backend(config: QueueConfig, *, work: WorkFunction = perform) -> Backend:
@@ -177,11 +178,11 @@ class JobQueue:
         OSError when its files are gone (the retention purge removed them)."""
         if isinstance(job, str):
             job = await self.store.get(job)
-        content, styles = await asyncio.to_thread(self.store.read_inputs, job)
+        files = await asyncio.to_thread(self.store.read_inputs, job)
         ran = (job.result or {}).get("params") or {}
         seed = ran.get("seed")
         return JobInputs(job_id=job.id, params=dict(job.params), seed=int(seed) if seed is not None else None,
-                         content=content, styles=styles)
+                         content=files.content, styles=files.styles, continue_from=files.continue_from)
 
     async def jobs(self, *states: JobState, requester: str | None = None) -> list[Job]:
         return await self.store.list(*states, requester=requester)
@@ -357,12 +358,13 @@ class JobQueue:
                 continue  # cancelled or taken meanwhile
             self._owned.add(job.id)
             try:
-                content, styles = self.store.read_inputs(job)
+                files = self.store.read_inputs(job)
             except OSError as exc:
                 await self._end(job.id, JobState.FAILED, failure=f"the job's input files are gone ({exc})")
                 continue
-            payload = WorkPayload(job_id=job.id, params=job.params, content=content, styles=styles,
-                                  output_format=job.output_format, max_output_bytes=job.max_output_bytes,
+            payload = WorkPayload(job_id=job.id, params=job.params, content=files.content, styles=files.styles,
+                                  continue_from=files.continue_from, output_format=job.output_format,
+                                  max_output_bytes=job.max_output_bytes,
                                   preview_interval=self.config.preview_interval_seconds, **job.options)
             log.info("job %s started (attempt %d)", job.id, job.attempts)
             await self._publish(JobUpdate("state", job))

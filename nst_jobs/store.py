@@ -1,8 +1,10 @@
 """The job table in SQLite (WAL, via aiosqlite) and each job's files on disk: the system of record.
 
-Inputs are written to `data_dir/jobs/<id>/` before the row exists, results are written (atomically) before the row
-says done, so a crash at any point leaves either no job or a complete one. Claims run in `BEGIN IMMEDIATE`
-transactions, so two processes sharing a data directory never start the same job twice.
+Inputs are written to `data_dir/jobs/<id>/` before the row exists (the content, each style, and for a job that
+continues an earlier result the picture it starts from: a file there or not, so that needs no column), results are
+written (atomically) before the row says done, so a crash at any point leaves either no job or a complete one.
+Claims run in `BEGIN IMMEDIATE` transactions, so two processes sharing a data directory never start the same job
+twice.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -23,7 +26,7 @@ import aiosqlite
 from nst_jobs.errors import JobNotFoundError, QueueFullError, UserCapError
 from nst_jobs.models import Job, JobRequest, JobState
 
-__all__ = ["JobStore", "connect_sqlite"]
+__all__ = ["InputFiles", "JobStore", "connect_sqlite"]
 
 SCHEMA_VERSION = 2
 _SCHEMA = """
@@ -62,6 +65,17 @@ _JSON_COLUMNS = ("params", "meta", "progress", "result", "options")
 #: Columns added after the first schema: (name, definition), added to an older table when it is opened.
 _ADDED_COLUMNS = (("options", "TEXT NOT NULL DEFAULT '{}'"),)  # schema 2: animation and timelapse options
 _ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
+#: The input files in a job's folder (each style is `style-<i>`).
+CONTENT_FILE, CONTINUE_FROM_FILE = "content", "continue-from"
+
+
+@dataclass(frozen=True)
+class InputFiles:
+    """A job's input images as stored: the content, the styles, and the picture it continues from (or None)."""
+
+    content: bytes
+    styles: tuple[bytes, ...]
+    continue_from: bytes | None = None
 
 
 P = ParamSpec("P")
@@ -135,11 +149,13 @@ class JobStore:
     def job_dir(self, job_id: str) -> Path:
         return self.jobs_dir / job_id
 
-    def read_inputs(self, job: Job) -> tuple[bytes, tuple[bytes, ...]]:
+    def read_inputs(self, job: Job) -> InputFiles:
+        """The job's input files; OSError when they are gone (the retention purge removes the whole folder)."""
         folder = self.job_dir(job.id)
-        content = (folder / "content").read_bytes()
+        content = (folder / CONTENT_FILE).read_bytes()
         styles = tuple((folder / f"style-{i}").read_bytes() for i in range(job.style_count))
-        return content, styles
+        start = folder / CONTINUE_FROM_FILE
+        return InputFiles(content, styles, start.read_bytes() if start.exists() else None)
 
     def write_result(self, job_id: str, data: bytes, extension: str) -> Path:
         """Write the result file atomically (temp file, fsync, rename)."""
@@ -164,9 +180,11 @@ class JobStore:
         folder = self.job_dir(job_id)
         folder.mkdir(parents=True)
         try:
-            (folder / "content").write_bytes(request.content)
+            (folder / CONTENT_FILE).write_bytes(request.content)
             for i, style in enumerate(request.styles):
                 (folder / f"style-{i}").write_bytes(style)
+            if request.continue_from is not None:
+                (folder / CONTINUE_FROM_FILE).write_bytes(request.continue_from)
             await self.db.execute("BEGIN IMMEDIATE")
             try:
                 mine = await self._scalar("SELECT COUNT(*) FROM jobs WHERE requester = ? AND state IN (?, ?)",

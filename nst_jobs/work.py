@@ -42,16 +42,17 @@ class WorkPayload:
     clip_limits: dict[str, Any] = field(default_factory=DEFAULT_CLIP_LIMITS.to_dict)  # `ClipLimits.to_dict()`
     animation_format: str = "auto"
     timelapse_frames: int = 0
+    continue_from: bytes | None = None  # `run_job(continue_from=...)`: the earlier result a still starts from
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (images base64) for Celery's JSON serializer."""
         return {
             "job_id": self.job_id, "params": self.params,
-            "content": base64.b64encode(self.content).decode("ascii"),
-            "styles": [base64.b64encode(s).decode("ascii") for s in self.styles],
+            "content": _b64(self.content), "styles": [_b64(s) for s in self.styles],
             "output_format": self.output_format, "max_output_bytes": self.max_output_bytes,
             "preview_interval": self.preview_interval, "clip_limits": self.clip_limits,
             "animation_format": self.animation_format, "timelapse_frames": self.timelapse_frames,
+            "continue_from": _b64(self.continue_from) if self.continue_from is not None else None,
         }
 
     @classmethod
@@ -62,7 +63,12 @@ class WorkPayload:
             max_output_bytes=data["max_output_bytes"], preview_interval=data["preview_interval"],
             clip_limits=data.get("clip_limits") or DEFAULT_CLIP_LIMITS.to_dict(),
             animation_format=data.get("animation_format", "auto"), timelapse_frames=data.get("timelapse_frames", 0),
+            continue_from=base64.b64decode(start) if (start := data.get("continue_from")) is not None else None,
         )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 class WorkFunction(Protocol):
@@ -115,7 +121,7 @@ def perform(payload: WorkPayload, *, report: Report, should_cancel: CancelCheck 
     return run_job(params, payload.content, list(payload.styles), progress=progress, should_cancel=should_cancel,
                    output_format=payload.output_format, max_output_bytes=payload.max_output_bytes,
                    clip_limits=ClipLimits.from_dict(payload.clip_limits), animation_format=payload.animation_format,
-                   timelapse_frames=payload.timelapse_frames)
+                   timelapse_frames=payload.timelapse_frames, continue_from=payload.continue_from)
 
 
 def warm_up(device: str = "auto") -> None:

@@ -108,7 +108,8 @@ async def test_an_animated_gif_gives_an_animation_with_frame_progress(bot_env_fa
     frames = decoded_frames(env.attachment_bytes(final))
     assert len(frames) > 1 and max(frames[0].size) == 64
     job_id = job_id_of(final)
-    assert custom_ids(final) == [f"nst:reroll:{job_id}", f"nst:more:{job_id}", f"nst:less:{job_id}"]  # no timelapse
+    # neither Upscale x2 nor Timelapse: they are for photos
+    assert custom_ids(final) == [f"nst:reroll:{job_id}", f"nst:more:{job_id}", f"nst:less:{job_id}"]
 
 
 async def test_a_clip_over_a_server_limit_is_refused_with_the_numbers(bot_env_factory, content_bytes, style_bytes,

@@ -33,7 +33,7 @@ async def test_happy_path_defer_progress_result_buttons(bot_env_factory, content
         assert img.format == "PNG" and img.size == scale_sizes(128, 85, 64, 1)[-1]  # the 128x85 photo at 64 px
     job_id = final["content"].split("`")[1]
     assert custom_ids(final) == [f"nst:reroll:{job_id}", f"nst:more:{job_id}", f"nst:less:{job_id}",
-                                 f"nst:timelapse:{job_id}"]
+                                 f"nst:upscale:{job_id}", f"nst:timelapse:{job_id}"]
     history = env.fake.message_history(env.original_id(payload))
     texts = [m["content"] for m in history]
     assert any("%" in t and "scale 1/1" in t for t in texts), texts  # progress edits with a bar
@@ -165,7 +165,7 @@ async def test_token_expiry_mid_job_continues_in_the_channel(bot_env_factory, co
                 and r.files and job_id in (r.payload or {}).get("content", ""))
     assert [str(u) for u in post.payload["allowed_mentions"]["users"]] == [user_id]  # only the requester is pinged
     assert custom_ids(result[0]) == [f"nst:reroll:{job_id}", f"nst:more:{job_id}", f"nst:less:{job_id}",
-                                     f"nst:timelapse:{job_id}"]
+                                     f"nst:upscale:{job_id}", f"nst:timelapse:{job_id}"]
     with Image.open(io.BytesIO(env.attachment_bytes(result[0]))) as img:
         assert max(img.size) == 96
     refused = [r for r in env.fake.requests if r.status == 401]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import os
 import signal
 import subprocess
@@ -453,6 +454,38 @@ def test_nst_stylize_with_broker_runs_on_the_worker_and_writes_the_file(worker, 
         assert max(image.size) == 64
     assert "Traceback" not in proc.stderr
     assert "scale 1/1" in proc.stderr  # the same progress bar as a local run
+
+
+def test_nst_stylize_continue_from_with_broker_starts_the_worker_from_that_picture(worker, redis_url,  # noqa: F811
+                                                                                   tmp_path):
+    base = [*NST, "stylize", CONTENT, STARRY, "--size", "128", "--scales", "2", "--iterations", "6", "--device",
+            "cpu", "--seed", "5", "--broker", redis_url]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a picture")
+    proc = subprocess.run([*base, "-o", tmp_path / "x.png", "--continue-from", broken], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT, check=False)
+    assert proc.returncode != 0 and f"previous result image '{broken}' is not an image" in proc.stderr, proc.stderr
+    start = tmp_path / "small.png"
+    Image.open(CONTENT).resize((64, 42)).save(start)
+    out = tmp_path / "big.png"
+    proc = subprocess.run([*base, "-o", out, "--continue-from", start], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "(128x85, 6 iterations" in proc.stdout
+    assert "scale 2/2 128x85" in proc.stderr and "scale 1/2" not in proc.stderr  # the top level only, from it
+    with Image.open(out) as image:
+        assert image.size == (128, 85)
+
+
+def test_a_payload_keeps_every_field_through_celerys_json(tmp_path):
+    """What the bot's queue hands to a Celery worker arrives whole, the picture a job continues from included; a
+    payload sent by an older bot (without that field) still reads."""
+    job = WorkPayload(job_id="abc", params=StyleParams(size=64).to_dict(), content=b"c", styles=(b"s1", b"s2"),
+                      max_output_bytes=4096, timelapse_frames=24, continue_from=b"earlier result")
+    wire = json.loads(json.dumps(job.to_dict()))
+    assert WorkPayload.from_dict(wire) == job
+    del wire["continue_from"]
+    assert WorkPayload.from_dict(wire).continue_from is None
 
 
 def test_ctrl_c_on_nst_stylize_with_broker_cancels_the_job_on_the_worker(worker, gate, redis_url,  # noqa: F811

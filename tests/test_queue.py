@@ -148,6 +148,34 @@ async def test_inputs_reads_back_what_a_job_was_given_and_the_seed_it_drew(confi
             await queue.inputs(job.id)
 
 
+@pytest.mark.asyncio
+async def test_a_job_continued_from_an_earlier_result_runs_from_it_at_the_larger_size(config, content_bytes,
+                                                                                      style_bytes):
+    # the job half of an Upscale: the earlier result travels with the job, reaches the engine, and is purged with it
+    async with JobQueue(config) as queue:
+        small = await _wait_finished(queue, (await queue.submit(_request("A", QUICK, content_bytes, style_bytes))).id)
+        earlier = queue.result_bytes(small)
+        bigger = QUICK.replace(size=128, scales=2, iterations=4)
+        request = JobRequest(params=bigger, content=content_bytes, styles=(style_bytes,), requester="A",
+                             continue_from=earlier)
+        job = await queue.submit(request)
+        sizes = set()
+        async for update in queue.subscribe(job.id):
+            if update.kind == "progress" and update.event is not None and update.event.kind == "iteration":
+                sizes.add((update.event.width, update.event.height))
+        done = await queue.get(job.id)
+        assert done.state == JobState.DONE and done.result["iterations"] == 4
+        assert sizes == {(128, 85)}  # only the top level ran (a fresh run at 2 scales starts at 64 px)
+        with Image.open(io.BytesIO(queue.result_bytes(done))) as image:
+            assert image.size == (128, 85)
+        assert (await queue.inputs(job.id)).continue_from == earlier  # kept for a follow-up (a Re-roll of it)
+        assert (await queue.inputs(small.id)).continue_from is None
+        removed = await queue.store.purge(time.time() + 1)
+        assert removed == 2 and not queue.store.job_dir(job.id).exists()
+        with pytest.raises(JobNotFoundError):
+            await queue.inputs(job.id)
+
+
 def _db_state(data_dir: Path) -> list[tuple[str, str, int, str | None]]:
     with sqlite3.connect(data_dir / "jobs.sqlite3") as db:
         return db.execute("SELECT id, state, attempts, progress FROM jobs ORDER BY seq").fetchall()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 
@@ -48,8 +49,8 @@ def test_jobs_and_inputs_survive_reopening(tmp_path: Path):
         jobs = await store.list(JobState.QUEUED)
         assert [j.id for j in jobs] == ids  # same order
         assert [j.seq for j in jobs] == [1, 2, 3]
-        content, styles = store.read_inputs(jobs[1])
-        assert content == b"B" and styles == (b"s",)
+        files = store.read_inputs(jobs[1])
+        assert files.content == b"B" and files.styles == (b"s",) and files.continue_from is None
         assert jobs[0].params == PARAMS.to_dict() and jobs[0].meta == {"token": "abc"}
         await store.close()
 
@@ -117,11 +118,13 @@ def test_expired_leases_are_found_and_delivery_is_recorded_once(tmp_path: Path):
 def test_retention_deletes_old_finished_jobs_and_their_files(tmp_path: Path):
     async def go() -> None:
         store = await JobStore.open(tmp_path)
-        old = await store.insert(_request("A"), per_user_cap=5, global_cap=5)
+        upscale = dataclasses.replace(_request("A"), continue_from=b"an earlier result")
+        old = await store.insert(upscale, per_user_cap=5, global_cap=5)
         waiting = await store.insert(_request("A"), per_user_cap=5, global_cap=5)
+        assert store.read_inputs(old).continue_from == b"an earlier result"  # kept beside the content and style
         await store.finish(old.id, JobState.CANCELLED)
         assert await store.purge(time.time() + 1) == 1
-        assert not (tmp_path / "jobs" / old.id).exists()
+        assert not (tmp_path / "jobs" / old.id).exists()  # the picture it continued from went with the rest
         assert [j.id for j in await store.list()] == [waiting.id]  # waiting jobs are never purged
         await store.close()
 

@@ -1,7 +1,7 @@
 """/nst-admin settings and /nst-admin stats, for members with the Manage Server permission.
 
 Settings lower the bot-wide limits for one server (never raise them), animations' among them (frames, seconds, the
-size an animation is made at), and can restrict /stylize to some channels.
+size an animation is made at) and the largest Upscale x2 result, and can restrict /stylize to some channels.
 Stats read the bot's own tally of finished jobs (kept after the job table's retention purge). `Optional[...]` below:
 discord.py's Range annotations are objects, which the `X | None` syntax does not accept.
 """
@@ -52,6 +52,7 @@ class AdminCog(commands.GroupCog, group_name="nst-admin", group_description="Sty
         max_clip_frames="most frames an animation or clip may have; 0: the bot's limit",
         max_clip_seconds="longest animation or clip, in seconds; 0: the bot's limit",
         max_clip_size="long edge (px) animations are made at, at most (larger is lowered); 0: the bot's limit",
+        max_upscale_size="largest long edge (px) the Upscale x2 button makes; 0: the bot's limit",
         allow_channel="allow /stylize in this channel (once any is allowed, only those are)",
         remove_channel="stop allowing this channel",
         all_channels="allow /stylize in every channel again",
@@ -65,6 +66,7 @@ class AdminCog(commands.GroupCog, group_name="nst-admin", group_description="Sty
         max_clip_frames: Optional[app_commands.Range[int, 0, MAX_CLIP_FRAMES]] = None,  # noqa: UP045
         max_clip_seconds: Optional[app_commands.Range[float, 0.0, MAX_CLIP_SECONDS]] = None,  # noqa: UP045
         max_clip_size: Optional[app_commands.Range[int, 0, 4096]] = None,  # noqa: UP045
+        max_upscale_size: Optional[app_commands.Range[int, 0, 4096]] = None,  # noqa: UP045
         allow_channel: discord.TextChannel | None = None,
         remove_channel: discord.TextChannel | None = None,
         all_channels: bool | None = None,
@@ -79,11 +81,13 @@ class AdminCog(commands.GroupCog, group_name="nst-admin", group_description="Sty
                                      ("per_user_cap", per_user_cap, cfg.queue.per_user_cap),
                                      ("max_clip_frames", max_clip_frames, limits.max_clip_frames),
                                      ("max_clip_seconds", max_clip_seconds, limits.max_clip_seconds),
-                                     ("max_clip_size", max_clip_size, limits.max_clip_size)):
+                                     ("max_clip_size", max_clip_size, limits.max_clip_size),
+                                     ("max_upscale_size", max_upscale_size, limits.max_upscale_size)):
             if value is not None and value > ceiling:
                 problems.append(f"{name}={value:g} is above the bot's limit of {ceiling:g}")
         for name, value, floor, unit in (("max_size", max_size, 64, " px"), ("max_clip_size", max_clip_size, 32, " px"),
-                                         ("max_clip_frames", max_clip_frames, 2, " frames")):
+                                         ("max_clip_frames", max_clip_frames, 2, " frames"),
+                                         ("max_upscale_size", max_upscale_size, 64, " px")):
             if value is not None and 0 < value < floor:
                 problems.append(f"{name}={value} is too small; at least {floor}{unit}")
         if problems:
@@ -105,7 +109,8 @@ class AdminCog(commands.GroupCog, group_name="nst-admin", group_description="Sty
                                 per_user_cap=pick(per_user_cap, current.per_user_cap), channels=tuple(channels),
                                 max_clip_frames=pick(max_clip_frames, current.max_clip_frames),
                                 max_clip_seconds=pick(max_clip_seconds, current.max_clip_seconds),
-                                max_clip_size=pick(max_clip_size, current.max_clip_size))
+                                max_clip_size=pick(max_clip_size, current.max_clip_size),
+                                max_upscale_size=pick(max_upscale_size, current.max_upscale_size))
         if updated != current:
             await self.bot.store.save_guild_settings(guild_id, updated)
             log.info("guild %s: settings changed by %s: %s", guild_id, interaction.user.id, updated)
@@ -121,6 +126,7 @@ class AdminCog(commands.GroupCog, group_name="nst-admin", group_description="Sty
                 f"• animations: at most {shown(updated.max_clip_frames, limits.max_clip_frames, ' frames')} and "
                 f"{shown(updated.max_clip_seconds, limits.max_clip_seconds, ' s')}, made at "
                 f"{shown(updated.max_clip_size, limits.max_clip_size, ' px')}\n"
+                f"• upscale x2 up to: {shown(updated.max_upscale_size, limits.max_upscale_size, ' px')}\n"
                 f"• /stylize allowed in: {where}")
         await interaction.response.send_message(text, ephemeral=True)
 

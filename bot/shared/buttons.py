@@ -1,5 +1,6 @@
 """The buttons under a job's reply: Cancel while it waits or runs; Re-roll, More style, Less style on the result,
-and Timelapse on a still whose job recorded one (how the picture took shape, as a GIF).
+Upscale x2 on a still (the delivered picture again at twice the size), and Timelapse on a still whose job recorded
+one (how the picture took shape, as a GIF). Five at most: one row of Discord's.
 
 A button's custom_id carries the action and the job id (`nst:<action>:<job id>`), so a click is understood by
 whichever bot process receives it, including one started after the reply was sent: the state behind a button is
@@ -21,6 +22,7 @@ class ButtonAction(StrEnum):
     REROLL = "reroll"
     MORE = "more"
     LESS = "less"
+    UPSCALE = "upscale"
     TIMELAPSE = "timelapse"
 
 
@@ -30,6 +32,7 @@ LOOKS: dict[ButtonAction, tuple[str, str, discord.ButtonStyle]] = {
     ButtonAction.REROLL: ("Re-roll", "🎲", discord.ButtonStyle.secondary),
     ButtonAction.MORE: ("More style", "➕", discord.ButtonStyle.secondary),
     ButtonAction.LESS: ("Less style", "➖", discord.ButtonStyle.secondary),
+    ButtonAction.UPSCALE: ("Upscale x2", "🔍", discord.ButtonStyle.secondary),
     ButtonAction.TIMELAPSE: ("Timelapse", "⏱️", discord.ButtonStyle.secondary),
 }
 
@@ -41,11 +44,13 @@ def job_button(action: ButtonAction, job_id: str) -> discord.ui.Button[discord.u
     return discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=f"nst:{action.value}:{job_id}")
 
 
-def job_view(job_id: str, *, running: bool, timelapse: bool = False) -> discord.ui.View:
-    """Cancel while the job waits or runs; the three follow-ups once it is done, and Timelapse when the result has
-    one. Never times out (no state)."""
+def job_view(job_id: str, *, running: bool, upscale: bool = False, timelapse: bool = False) -> discord.ui.View:
+    """Cancel while the job waits or runs; the three follow-ups once it is done, Upscale x2 for a still, and
+    Timelapse when the result has one. Never times out (no state)."""
     view = discord.ui.View(timeout=None)
     actions = (ButtonAction.CANCEL,) if running else (ButtonAction.REROLL, ButtonAction.MORE, ButtonAction.LESS)
+    if upscale and not running:
+        actions += (ButtonAction.UPSCALE,)
     if timelapse and not running:
         actions += (ButtonAction.TIMELAPSE,)
     for action in actions:

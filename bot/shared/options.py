@@ -113,6 +113,7 @@ class Limits:
     default_preset: str
     clip: ClipLimits  # an animated content: frames, seconds, pixels
     max_clip_size: int  # an animation's output long edge
+    max_upscale_size: int  # the Upscale x2 button's largest result (long edge)
 
 
 def build_params(options: StylizeOptions, limits: Limits) -> tuple[StyleParams, list[str]]:

@@ -76,7 +76,8 @@ class JobStarter:
         return Limits(max_size=min(cfg.max_size, settings.max_size or cfg.max_size),
                       max_iterations=min(cfg.max_iterations, settings.max_iterations or cfg.max_iterations),
                       default_preset=cfg.default_preset, clip=animation.clip_limits(cfg, settings),
-                      max_clip_size=animation.max_clip_size(cfg, settings))
+                      max_clip_size=animation.max_clip_size(cfg, settings),
+                      max_upscale_size=min(cfg.max_upscale_size, settings.max_upscale_size or cfg.max_upscale_size))
 
     # -- checks that need no download -----------------------------------------------------------------------------
     async def precheck(self, interaction: discord.Interaction[Any], sources: Sequence[ImageSource]) -> None:
@@ -111,8 +112,11 @@ class JobStarter:
 
     # -- the whole flow --------------------------------------------------------------------------------------------
     async def start(self, interaction: discord.Interaction[Any], *, params: StyleParams, content: ImageSource,
-                    styles: Sequence[ImageSource], summary: str, notes: Sequence[str] = (), origin: str) -> None:
-        """Check, defer, download, submit and start reporting; every refusal reaches the member ephemerally."""
+                    styles: Sequence[ImageSource], summary: str, notes: Sequence[str] = (), origin: str,
+                    continue_from: bytes | None = None) -> None:
+        """Check, defer, download, submit and start reporting; every refusal reaches the member ephemerally.
+        `continue_from`: an earlier result the still starts from (Upscale x2; the bot's own output, so the worker's
+        decoder is the only check it needs)."""
         user = interaction.user
         try:
             params.check_styles(len(styles))
@@ -141,7 +145,7 @@ class JobStarter:
                 output_format=self.bot.config.limits.output_format,
                 max_output_bytes=interaction.filesize_limit, clip_limits=limits.clip,
                 timelapse_frames=0 if clip is not None else self.bot.config.limits.timelapse_frames,
-                meta={"summary": summary, "notes": notes, "origin": origin}))
+                continue_from=continue_from, meta={"summary": summary, "notes": notes, "origin": origin}))
         except NSTError as exc:
             await refuse_after_defer(interaction, str(exc), origin)
             return
