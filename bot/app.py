@@ -22,6 +22,7 @@ from discord.ext import commands
 from bot.config import BotConfig
 from bot.endpoints import apply_endpoints
 from bot.health import HealthServer
+from bot.metrics import BotMetrics
 from bot.records import BotStore, Reply
 from bot.reporter import Reporter
 from bot.shared.refusals import apologise
@@ -80,6 +81,7 @@ class StyleBot(commands.Bot):
         self.starter = JobStarter(self)
         self.reporters: dict[str, asyncio.Task[None]] = {}
         self.health: HealthServer | None = None
+        self.metrics = BotMetrics()
         self._opened: list[str] = []
         self._close_task: asyncio.Future[None] | None = None
 
@@ -92,7 +94,7 @@ class StyleBot(commands.Bot):
             await self.load_extension(extension)
         if not self.serve:
             return
-        self.queue = JobQueue(self.config.queue, work=self.work)
+        self.queue = JobQueue(self.config.queue, work=self.work, metrics=self.metrics.jobs)
         await self.queue.start()
         self._opened.append("queue")
         self.http_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
@@ -146,6 +148,11 @@ class StyleBot(commands.Bot):
         if "store" in self._opened:
             await self.store.close()
         self._opened.clear()
+
+    @property
+    def gateway_connected(self) -> bool:
+        """Ready and connected to the gateway now (the health check and the metrics say so)."""
+        return self.is_ready() and not self.is_closed() and self.ws is not None and bool(self.ws.open)
 
     async def on_ready(self) -> None:
         log.info("connected as %s (id %s) to %d server(s)", self.user, self.user.id if self.user else "?",

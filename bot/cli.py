@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"nst-bot: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.logging.level, token)
+    setup_logging(config.logging.level, token, config.logging.format)
     if args.action == "check":
         print(f"configuration OK ({source}); token from "
               f"{'DISCORD_TOKEN' if os.environ.get('DISCORD_TOKEN', '').strip() else 'a token file'}; data in "

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from nst_core.clips import DEFAULT_CLIP_LIMITS
 from nst_core.images import DEFAULT_MAX_PIXELS
 from nst_jobs.config import QueueConfig
+from nst_jobs.log_format import LogFormat
 
 __all__ = [
     "DEFAULT_CDN_HOSTS",
@@ -113,6 +114,7 @@ class HealthSettings(_Section):
 
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: LogFormat = LogFormat.TEXT  # text, or JSON lines (time, level, logger, message, job_id ...)
 
 
 class BotConfig(_Section):

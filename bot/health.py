@@ -1,8 +1,9 @@
-"""`GET /healthz` on a local port, for the Docker healthcheck and for monitoring.
+"""`GET /healthz` and `GET /metrics` on a local port, for the Docker healthcheck and for monitoring.
 
-200 with a JSON body when the gateway is connected and the queue's backend can run jobs; 503 with the same body
-saying what is wrong otherwise. It binds to `health.host` (127.0.0.1 by default: the healthcheck runs inside the
-container).
+`/healthz`: 200 with a JSON body when the gateway is connected and the queue's backend can run jobs; 503 with the
+same body saying what is wrong otherwise. `/metrics`: Prometheus's text format (bot/metrics.py). Both on
+`health.host` (127.0.0.1 by default: the healthcheck runs inside the container; a Prometheus in another container
+needs `0.0.0.0`) and `health.port`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+from bot.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from bot.app import StyleBot
@@ -32,11 +35,12 @@ class HealthServer:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        log.info("health endpoint on http://%s:%d/healthz", self.host, self.port)
+        log.info("health endpoint on http://%s:%d/healthz, metrics on /metrics", self.host, self.port)
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -45,7 +49,7 @@ class HealthServer:
 
     async def report(self) -> dict[str, Any]:
         bot = self.bot
-        gateway = bot.is_ready() and not bot.is_closed() and bot.ws is not None and bot.ws.open
+        gateway = bot.gateway_connected
         try:
             queue = await bot.queue.health()
         except Exception as exc:  # the store itself is unusable
@@ -60,3 +64,11 @@ class HealthServer:
         body = await self.report()
         return web.Response(text=json.dumps(body), status=200 if body["ok"] else 503,
                             content_type="application/json")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        try:
+            body = await self.bot.metrics.scrape(self.bot)
+        except Exception:  # the job table cannot be read: say so to Prometheus (a failed scrape), and in the log
+            log.exception("metrics: cannot read the job table")
+            return web.Response(text="cannot read the job table\n", status=503)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

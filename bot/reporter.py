@@ -28,6 +28,7 @@ from bot.shared.animation import fit_animation
 from bot.shared.buttons import job_view
 from nst_core.encoding import encode_to_fit, extension_for
 from nst_core.errors import NSTError
+from nst_jobs.log_format import job_fields
 from nst_jobs.models import Job, JobState, JobUpdate
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class Reporter:
         self.job_id = reply.job_id
         self._last_text: str | None = None
         self._edits = 0
+        self._fields = job_fields(reply.job_id, guild_id=reply.guild_id)  # `extra=` of its log lines
 
     # -- the loop ------------------------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -71,7 +73,7 @@ class Reporter:
             raise
         except Exception:
             log.exception("job %s: reporting failed; the result stays stored (delivered after a restart)",
-                          self.job_id)
+                          self.job_id, extra=self._fields)
 
     async def _follow(self) -> None:
         inbox: asyncio.Queue[JobUpdate] = asyncio.Queue()
@@ -163,10 +165,10 @@ class Reporter:
             except discord.HTTPException as exc:
                 if exc.code not in TOKEN_GONE_CODES and exc.code != UNKNOWN_MESSAGE:
                     log.warning("job %s: progress edit failed (%s %s); next edit later", self.job_id, exc.status,
-                                exc.code)
+                                exc.code, extra=self._fields)
                     return
                 log.info("job %s: the interaction token cannot edit any more (%s); continuing in the channel",
-                         self.job_id, exc.code)
+                         self.job_id, exc.code, extra=self._fields)
         if self.reply.channel_message_id is None:
             await self._move_to_channel(text, files=files, view=view)
             return
@@ -175,7 +177,8 @@ class Reporter:
         except discord.NotFound:
             await self._move_to_channel(text, files=files, view=view)  # deleted by someone: post a new one
         except discord.HTTPException as exc:
-            log.warning("job %s: channel progress edit failed (%s %s)", self.job_id, exc.status, exc.code)
+            log.warning("job %s: channel progress edit failed (%s %s)", self.job_id, exc.status, exc.code,
+                        extra=self._fields)
 
     def _mention(self, text: str) -> str:
         return f"<@{self.reply.user_id}> {text}" if not self.reply.dm else text
@@ -200,7 +203,7 @@ class Reporter:
                 return await channel.send(self._mention(text), allowed_mentions=self._allowed(), **kwargs)
             except (discord.Forbidden, discord.NotFound) as exc:
                 log.warning("job %s: cannot post in channel %s (%s); sending a direct message", self.job_id,
-                            self.reply.channel_id, exc.code)
+                            self.reply.channel_id, exc.code, extra=self._fields)
                 for file in files or []:
                     file.reset()
         user = self.bot.get_user(self.reply.user_id) or await self.bot.fetch_user(self.reply.user_id)
@@ -215,7 +218,7 @@ class Reporter:
         self.reply.channel_message_id = message.id
         await self.bot.store.save_reply(self.reply)
         log.info("job %s: updates continue in %s message %s", self.job_id, "a direct" if self.reply.dm else
-                 "a channel", message.id)
+                 "a channel", message.id, extra=self._fields)
         if self._token_usable_for_note():
             with contextlib.suppress(discord.HTTPException):
                 await self._webhook().edit_message(self.reply.message_id, content=render.moved_text(self.job_id),
@@ -227,12 +230,11 @@ class Reporter:
     # -- delivery ------------------------------------------------------------------------------------------------------
     async def _deliver(self, job: Job) -> None:
         if job.delivered_at is not None:
-            log.info("job %s was delivered before; not again", job.id)
+            log.info("job %s was delivered before; not again", job.id, extra=self._fields)
             await self.bot.store.forget_reply(job.id)
             return
-        run = job.finished_at - job.started_at if job.finished_at and job.started_at else None
         await self.bot.store.tally(job.id, self.reply.guild_id, self.reply.user_id, job.state, job.created_at,
-                                   job.finished_at or time.time(), run)
+                                   job.finished_at or time.time(), job.run_seconds)
         summary = self._summary(job)
         if job.state == JobState.DONE:
             await self._deliver_result(job, summary)
@@ -245,7 +247,8 @@ class Reporter:
             await self._tell_requester(render.failed_privately(job.id, reason))
         await self.bot.queue.mark_delivered(job.id)
         await self.bot.store.forget_reply(job.id)
-        log.info("job %s: outcome (%s) delivered", job.id, job.state.value)
+        log.info("job %s: outcome (%s) delivered", job.id, job.state.value,
+                 extra=job_fields(job, guild_id=self.reply.guild_id))
 
     async def _tell_requester(self, text: str) -> None:
         """An ephemeral follow-up only the requester sees (while the interaction token lasts; else the reply,
@@ -255,7 +258,7 @@ class Reporter:
         try:
             await self._webhook().send(text, ephemeral=True)
         except discord.HTTPException as exc:
-            log.info("job %s: no private follow-up (%s %s)", self.job_id, exc.status, exc.code)
+            log.info("job %s: no private follow-up (%s %s)", self.job_id, exc.status, exc.code, extra=self._fields)
 
     async def _deliver_result(self, job: Job, summary: str) -> None:
         result = dict(job.result or {})
@@ -278,7 +281,7 @@ class Reporter:
                     raise
                 data, fmt, note = await self._shrink(data, len(data) // 2, animated=animated)
                 size_note = note
-                log.warning("job %s: result refused as too large; %s", job.id, note)
+                log.warning("job %s: result refused as too large; %s", job.id, note, extra=self._fields)
         raise RuntimeError(f"job {job.id}: the result could not be uploaded")
 
     async def _shrink(self, data: bytes, limit: int, *, animated: bool) -> tuple[bytes, str, str]:
@@ -306,7 +309,7 @@ class Reporter:
                 if exc.code not in TOKEN_GONE_CODES and exc.code != UNKNOWN_MESSAGE:
                     raise
                 log.info("job %s: the interaction token cannot edit any more (%s); delivering in the channel",
-                         self.job_id, exc.code)
+                         self.job_id, exc.code, extra=self._fields)
                 for file in files or []:
                     file.reset()
         progress_message = self.reply.channel_message_id

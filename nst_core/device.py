@@ -19,7 +19,7 @@ import torch
 from nst_core.errors import DeviceError
 
 __all__ = ["Bf16Support", "Placement", "auto_precision", "available_devices", "cpu_bf16_support",
-           "is_out_of_memory", "resolve_placement"]
+           "is_out_of_memory", "peak_memory_bytes", "reset_peak_memory", "resolve_placement"]
 
 
 @dataclass(frozen=True)
@@ -120,3 +120,17 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start counting the peak GPU memory afresh (CUDA; nothing elsewhere), so `peak_memory_bytes` is one job's."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_bytes(device: torch.device) -> int | None:
+    """The most memory torch's allocator held for tensors on `device` since `reset_peak_memory` (CUDA only; None
+    on the CPU and MPS, which keep no such figure)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return None

@@ -29,7 +29,7 @@ from nst_core.clip_encoding import (
 )
 from nst_core.clips import DEFAULT_CLIP_LIMITS, Clip, ClipLimits, decode_if_animated
 from nst_core.color import colour_strategy
-from nst_core.device import is_out_of_memory, resolve_placement
+from nst_core.device import is_out_of_memory, peak_memory_bytes, reset_peak_memory, resolve_placement
 from nst_core.encoding import encode_image, encode_to_fit, normalise_format
 from nst_core.errors import NSTError, ParameterError
 from nst_core.images import DEFAULT_MAX_PIXELS, decode_image, style_role
@@ -102,6 +102,7 @@ def run_job(
     decoded = time.perf_counter()
 
     placement = resolve_placement(params.device, params.precision)
+    reset_peak_memory(placement.device)
     notes: list[str] = []
     if clip is not None:
         frames = clip.frames
@@ -131,6 +132,7 @@ def run_job(
                  "encode": finished - optimised, "total": finished - started},
         params=params.to_dict(), device=str(placement.device), precision=placement.precision, notes=notes,
         frames=frame_count, duration_ms=duration_ms, timelapse=timelapse,
+        peak_memory_bytes=peak_memory_bytes(placement.device),
     )
 
 

@@ -34,6 +34,8 @@ class JobResult:
     duration_ms: int = 0  # an animation's playing time (0 for a still)
     #: A still's optimisation as a small animated GIF (frames recorded during the job), when asked for.
     timelapse: bytes | None = field(default=None, repr=False)
+    #: On CUDA, the most GPU memory the job's tensors took at once (bytes); None on the CPU and MPS.
+    peak_memory_bytes: int | None = None
 
     @property
     def animated(self) -> bool:

@@ -53,5 +53,9 @@ class Backend(Protocol):
     def health(self) -> tuple[bool, str]:
         """(healthy, a short description) for a health check: can this backend run jobs now?"""
 
+    def workers_up(self) -> dict[str, int]:
+        """For the metrics: device -> how many of this backend's own workers can take a job there now. Empty when
+        the workers are other processes (Celery's `nst-worker`s report themselves: `--metrics-port`)."""
+
     async def close(self) -> None:
         """Stop workers (running jobs are left to be requeued by lease expiry on the next start)."""

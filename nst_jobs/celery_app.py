@@ -13,7 +13,8 @@ task polls it between iterations (at most every 0.5 s) and stops within an itera
 no worker has picked up yet. A hard `revoke(terminate=True)` follows only after a grace period.
 
 Workers start with `nst-worker` (nst_jobs.worker_cli) or `celery -A nst_jobs.celery_app worker -Q nst ...`; the
-module-level `app` reads NST_BROKER_URL, NST_TIME_LIMIT and NST_VISIBILITY_TIMEOUT, the worker processes NST_DEVICE.
+module-level `app` reads NST_BROKER_URL, NST_TIME_LIMIT and NST_VISIBILITY_TIMEOUT, the worker processes NST_DEVICE,
+and Celery's log handlers write JSON lines when NST_LOG_FORMAT is `json` (`nst-worker --log-format json`).
 Torch is imported only inside worker processes (by `warm_up` and the task), never by the bot or the CLI.
 """
 
@@ -29,11 +30,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from celery import Celery, Task
-from celery.signals import worker_process_init
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_init
 
 from nst_core.errors import JobCancelled, NSTError
 from nst_core.progress import CancelCheck
 from nst_jobs.config import DEFAULT_TIME_LIMIT, DEFAULT_VISIBILITY_TIMEOUT, CeleryLimits, check_time_limit
+from nst_jobs.log_format import LogFormat, job_fields, make_formatter
 from nst_jobs.work import WorkFunction, WorkPayload, perform, warm_up
 
 __all__ = [
@@ -258,12 +260,26 @@ def _stylize(self: Task, payload: dict[str, Any]) -> dict[str, Any]:
     try:
         result = job_function(work, report=report, should_cancel=should_cancel, device=_worker_device())
     except JobCancelled:
-        log.info("job %s cancelled", job_id)
+        log.info("job %s cancelled", job_id, extra=job_fields(job_id))
         return {"status": "cancelled"}
     except NSTError as exc:  # the job itself is bad (image, parameter): retrying cannot help
-        log.info("job %s failed: %s", job_id, exc)
+        log.info("job %s failed: %s", job_id, exc, extra=job_fields(job_id))
         return {"status": "failed", "reason": str(exc)}
+    total = result.timings.get("total")
+    log.info("job %s done in %.1f s on %s", job_id, total or 0.0, result.device,
+             extra=job_fields(job_id, duration=total))
     return {"status": "done", "result": result.to_dict()}
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _log_format(logger: logging.Logger, **_: Any) -> None:
+    """NST_LOG_FORMAT=json: Celery's handlers (the worker's and its tasks') write JSON lines, Python's warnings
+    included (they would go to stderr as text)."""
+    if os.environ.get("NST_LOG_FORMAT") == LogFormat.JSON:
+        logging.captureWarnings(True)
+        for handler in logger.handlers:
+            handler.setFormatter(make_formatter(LogFormat.JSON))
 
 
 @worker_process_init.connect

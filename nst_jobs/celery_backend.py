@@ -79,6 +79,9 @@ class CeleryBackend:
         alive = self._monitor is not None and not self._monitor.done() and not self._closed
         return alive, f"celery on {redact_url(self._config.broker_url or '')}: {len(self._inflight)} job(s) in flight"
 
+    def workers_up(self) -> dict[str, int]:
+        return {}  # the workers are nst-worker processes elsewhere: each serves its own nst_worker_up
+
     async def dispatch(self, payload: WorkPayload) -> None:
         """Raises BrokerUnavailableError if the broker does not take the job."""
         job_id = payload.job_id

@@ -37,6 +37,7 @@ from typing import Any
 
 from nst_jobs.backend import BackendSink
 from nst_jobs.config import QueueConfig
+from nst_jobs.log_format import job_fields
 from nst_jobs.work import WorkFunction, WorkPayload, perform
 from nst_jobs.worker_handles import CLOSE_TIMEOUT, Worker, WorkerState, launch_process, launch_thread
 from nst_jobs.worker_messages import (
@@ -127,7 +128,8 @@ class LocalExecutor:
         # Cleared here, not in the worker: a cancel for this job may come before the worker picks it up.
         worker.life.cancel_event.clear()
         worker.life.inbox.put(payload)  # mp.Queue pickles and writes from its feeder thread: no wait here
-        logger.info("job %s dispatched to %s (%s)", payload.job_id, worker.name, worker.device)
+        logger.info("job %s dispatched to %s (%s)", payload.job_id, worker.name, worker.device,
+                    extra=job_fields(payload.job_id))
 
     async def cancel(self, job_id: str) -> None:
         worker = self._running(job_id)
@@ -147,6 +149,13 @@ class LocalExecutor:
         states = [w.state for w in self._workers]
         usable = [s for s in states if s in (WorkerState.STARTING, WorkerState.READY, WorkerState.BUSY)]
         return (not self._closing and bool(usable)), "workers: " + ", ".join(states)
+
+    def workers_up(self) -> dict[str, int]:
+        up = dict.fromkeys((w.device for w in self._workers), 0)
+        for worker in self._workers:
+            if not self._closing and worker.state in (WorkerState.READY, WorkerState.BUSY):
+                up[worker.device] += 1
+        return up
 
     async def close(self) -> None:
         """Stop the workers: a sentinel and the cancel flag, then (off the loop) join, then kill what is left."""
@@ -230,7 +239,7 @@ class LocalExecutor:
                 logger.error("%s cannot run on device %r: %s; it will not be started again", worker.name,
                              worker.device, reason)
             case Started(job_id=job_id):
-                logger.info("job %s started on %s", job_id, worker.name)
+                logger.info("job %s started on %s", job_id, worker.name, extra=job_fields(job_id))
                 await self._sink.on_started(job_id)
             case Progress(job_id=job_id, event=event, preview=preview):
                 await self._sink.on_progress(job_id, event, preview)
@@ -251,13 +260,16 @@ class LocalExecutor:
                 worker.state = WorkerState.READY  # free before the sink runs: on_done may dispatch the next job
         match message:
             case Done(result=result):
-                logger.info("job %s done in %.1f s on %s", job_id, elapsed, worker.name)
+                logger.info("job %s done in %.1f s on %s", job_id, elapsed, worker.name,
+                            extra=job_fields(job_id, duration=elapsed))
                 await self._sink.on_done(job_id, result)
             case Failed(reason=reason):
-                logger.warning("job %s failed after %.1f s: %s", job_id, elapsed, reason)
+                logger.warning("job %s failed after %.1f s: %s", job_id, elapsed, reason,
+                               extra=job_fields(job_id, duration=elapsed))
                 await self._sink.on_failed(job_id, reason, retry=False)
             case Cancelled():
-                logger.info("job %s cancelled after %.1f s", job_id, elapsed)
+                logger.info("job %s cancelled after %.1f s", job_id, elapsed,
+                            extra=job_fields(job_id, duration=elapsed))
                 await self._sink.on_cancelled(job_id)
 
     async def _exited(self, worker: Worker, exitcode: int | None) -> None:
@@ -285,10 +297,10 @@ class LocalExecutor:
         if job_id is None:
             return
         if killed_for_cancel:
-            logger.info("job %s cancelled (worker killed)", job_id)
+            logger.info("job %s cancelled (worker killed)", job_id, extra=job_fields(job_id))
             await self._sink.on_cancelled(job_id)
         else:
-            logger.error("job %s: worker crashed (%s); it may run again", job_id, code)
+            logger.error("job %s: worker crashed (%s); it may run again", job_id, code, extra=job_fields(job_id))
             await self._sink.on_failed(job_id, f"worker crashed ({code})", retry=True)
 
     # -- cancel and close helpers --------------------------------------------------------------------------------------

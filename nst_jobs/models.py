@@ -82,6 +82,18 @@ class Job:
     def finished(self) -> bool:
         return self.state in TERMINAL_STATES
 
+    @property
+    def run_seconds(self) -> float | None:
+        """How long its last start ran until it ended; None unless it started and ended."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return max(0.0, self.finished_at - self.started_at)
+
+    @property
+    def wait_seconds(self) -> float | None:
+        """How long it waited in line before its (last) start; None before it started."""
+        return None if self.started_at is None else max(0.0, self.started_at - self.created_at)
+
 
 @dataclass(frozen=True)
 class JobUpdate:

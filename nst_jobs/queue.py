@@ -27,6 +27,8 @@ from nst_jobs.backend import Backend
 from nst_jobs.config import QueueConfig
 from nst_jobs.errors import JobFinishedError, NotAllowedError
 from nst_jobs.fairness import Waiting, fair_order
+from nst_jobs.log_format import job_fields
+from nst_jobs.metrics import JobMetrics
 from nst_jobs.models import Job, JobRequest, JobState, JobUpdate
 from nst_jobs.store import JobStore
 from nst_jobs.work import WorkFunction, WorkPayload, perform
@@ -103,14 +105,17 @@ class JobQueue:
     """Use as `async with JobQueue(config) as queue:` (or `await queue.start()` / `await queue.close()`).
 
     `backend`: the one to use instead of `make_backend(config, work=work)`; `work`: the job function of the embedded
-    executor (default `nst_jobs.work.perform`, the real engine).
+    executor (default `nst_jobs.work.perform`, the real engine); `metrics`: where the job table's state changes are
+    counted (a fresh registry of its own when None).
     """
 
-    def __init__(self, config: QueueConfig, backend: Backend | None = None, *, work: WorkFunction = perform) -> None:
+    def __init__(self, config: QueueConfig, backend: Backend | None = None, *, work: WorkFunction = perform,
+                 metrics: JobMetrics | None = None) -> None:
         if backend is not None and work is not perform:
             raise ValueError("pass either a backend or a work function (give the work function to that backend)")
         self.config = config
         self.backend = backend if backend is not None else make_backend(config, work=work)
+        self.metrics = metrics if metrics is not None else JobMetrics()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.store: JobStore
         self._owned: set[str] = set()  # running jobs this process handed to its backend
@@ -123,7 +128,7 @@ class JobQueue:
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
     async def start(self) -> None:
-        self.store = await JobStore.open(self.config.data_dir)
+        self.store = await JobStore.open(self.config.data_dir, observer=self.metrics)
         await self.backend.start(self)
         running = await self.store.list(JobState.RUNNING)
         if running:
@@ -165,7 +170,7 @@ class JobQueue:
         request.params.check_styles(len(request.styles))
         job = await self.store.insert(request, per_user_cap=self.config.per_user_cap,
                                       global_cap=self.config.global_cap)
-        log.info("job %s queued for user %s", job.id, job.requester)
+        log.info("job %s queued for user %s", job.id, job.requester, extra=job_fields(job))
         await self._publish_positions()
         self._wake.set()
         return job
@@ -211,13 +216,13 @@ class JobQueue:
         if job.state == JobState.QUEUED:
             ended = await self.store.finish(job_id, JobState.CANCELLED, failure=f"cancelled by {by}")
             if ended is not None:
-                log.info("job %s cancelled while waiting (by %s)", job_id, by)
+                log.info("job %s cancelled while waiting (by %s)", job_id, by, extra=job_fields(ended))
                 await self._publish(JobUpdate("state", ended))
                 await self._publish_positions()
                 return ended
             job = await self.store.get(job_id)  # it started meanwhile: stop it below
         if job.state == JobState.RUNNING:
-            log.info("job %s: cancel requested by %s", job_id, by)
+            log.info("job %s: cancel requested by %s", job_id, by, extra=job_fields(job))
             task = asyncio.create_task(self.backend.cancel(job_id))
             self._tasks.append(task)  # keep a reference; exceptions are logged by the loop
         return job
@@ -244,9 +249,14 @@ class JobQueue:
     async def health(self) -> dict[str, Any]:
         """For a health check: is the backend able to run jobs, and how many jobs wait and run."""
         healthy, detail = self.backend.health()
-        waiting = len(await self.store.list(JobState.QUEUED))
-        running = len(await self.store.list(JobState.RUNNING))
-        return {"ok": healthy and not self._closed, "backend": detail, "waiting": waiting, "running": running}
+        counts = await self.store.counts()
+        return {"ok": healthy and not self._closed, "backend": detail, "waiting": counts[JobState.QUEUED],
+                "running": counts[JobState.RUNNING]}
+
+    async def refresh_metrics(self) -> None:
+        """Read the gauges of `metrics` (jobs waiting and running, workers up) now, for a scrape."""
+        self.metrics.set_queue(await self.store.counts())
+        self.metrics.set_workers(self.backend.workers_up())
 
     def result_bytes(self, job: Job) -> bytes:
         if job.state != JobState.DONE or job.result_path is None:
@@ -300,7 +310,8 @@ class JobQueue:
             job = await self.store.requeue(job_id, reason, self.config.max_attempts)
             if job is not None:
                 log.warning("job %s: %s; %s", job_id, reason,
-                            "back in the queue" if job.state == JobState.QUEUED else job.failure)
+                            "back in the queue" if job.state == JobState.QUEUED else job.failure,
+                            extra=job_fields(job))
                 await self._publish(JobUpdate("state", job))
                 await self._publish_positions()
             self._wake.set()
@@ -317,7 +328,8 @@ class JobQueue:
         job = await self.store.finish(job_id, state, **fields)
         if job is None:
             return  # already ended (e.g. cancelled while the result was on its way)
-        log.info("job %s %s%s", job_id, state.value, f": {job.failure}" if job.failure else "")
+        log.info("job %s %s%s", job_id, state.value, f": {job.failure}" if job.failure else "",
+                 extra=job_fields(job))
         await self._publish(JobUpdate("state", job))
         self._wake.set()
 
@@ -366,7 +378,7 @@ class JobQueue:
                                   continue_from=files.continue_from, output_format=job.output_format,
                                   max_output_bytes=job.max_output_bytes,
                                   preview_interval=self.config.preview_interval_seconds, **job.options)
-            log.info("job %s started (attempt %d)", job.id, job.attempts)
+            log.info("job %s started (attempt %d)", job.id, job.attempts, extra=job_fields(job))
             await self._publish(JobUpdate("state", job))
             await self.backend.dispatch(payload)
             started = True
@@ -392,7 +404,8 @@ class JobQueue:
                     job = await self.store.requeue(job_id, "its worker stopped responding", self.config.max_attempts)
                     if job is not None:
                         log.warning("job %s: lease expired; %s", job_id,
-                                    "back in the queue" if job.state == JobState.QUEUED else job.failure)
+                                    "back in the queue" if job.state == JobState.QUEUED else job.failure,
+                                    extra=job_fields(job))
                         await self._publish(JobUpdate("state", job))
                         self._wake.set()
                 if time.monotonic() - last_purge > PURGE_INTERVAL:

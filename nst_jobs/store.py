@@ -19,14 +19,14 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import aiosqlite
 
 from nst_jobs.errors import JobNotFoundError, QueueFullError, UserCapError
 from nst_jobs.models import Job, JobRequest, JobState
 
-__all__ = ["InputFiles", "JobStore", "connect_sqlite"]
+__all__ = ["InputFiles", "JobObserver", "JobStore", "connect_sqlite"]
 
 SCHEMA_VERSION = 2
 _SCHEMA = """
@@ -120,17 +120,26 @@ def _row_to_job(row: aiosqlite.Row) -> Job:
     return Job(**data)
 
 
-class JobStore:
-    """Async access to the job table. Use `await JobStore.open(data_dir)`."""
+class JobObserver(Protocol):
+    """Told of every state change the table records (the metrics count jobs here, whatever backend runs them)."""
 
-    def __init__(self, db: aiosqlite.Connection, data_dir: Path) -> None:
+    def job_changed(self, job: Job) -> None:
+        """`job` (as the table now has it) has just entered `job.state`: queued (new, or back in line), running
+        (claimed), or an end state. Called on the event loop; must not block."""
+
+
+class JobStore:
+    """Async access to the job table. Use `await JobStore.open(data_dir)`; `observer` hears of each state change."""
+
+    def __init__(self, db: aiosqlite.Connection, data_dir: Path, observer: JobObserver | None = None) -> None:
         self.db = db
         self.data_dir = data_dir
         self.jobs_dir = data_dir / "jobs"
         self.lock = asyncio.Lock()
+        self.observer = observer
 
     @classmethod
-    async def open(cls, data_dir: Path) -> JobStore:
+    async def open(cls, data_dir: Path, *, observer: JobObserver | None = None) -> JobStore:
         data_dir.mkdir(parents=True, exist_ok=True)
         (data_dir / "jobs").mkdir(exist_ok=True)
         db = await connect_sqlite(data_dir / "jobs.sqlite3", _SCHEMA)
@@ -140,10 +149,15 @@ class JobStore:
                 await db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
         await db.execute("INSERT OR REPLACE INTO store_meta (key, value) VALUES ('schema_version', ?)",
                          (str(SCHEMA_VERSION),))
-        return cls(db, data_dir)
+        return cls(db, data_dir, observer)
 
     async def close(self) -> None:
         await self.db.close()
+
+    def _changed(self, job: Job) -> Job:
+        if self.observer is not None:
+            self.observer.job_changed(job)
+        return job
 
     # -- files -----------------------------------------------------------------------------------------------------
     def job_dir(self, job_id: str) -> Path:
@@ -210,7 +224,7 @@ class JobStore:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        return await self.get(job_id)
+        return self._changed(await self.get(job_id))
 
     @_serialised
     async def claim(self, job_id: str, owner: str, lease_seconds: float) -> Job | None:
@@ -227,7 +241,7 @@ class JobStore:
         except BaseException:
             await self.db.execute("ROLLBACK")
             raise
-        return await self.get(job_id) if cursor.rowcount == 1 else None
+        return self._changed(await self.get(job_id)) if cursor.rowcount == 1 else None
 
     @_serialised
     async def renew(self, job_ids: Sequence[str], owner: str, lease_seconds: float) -> None:
@@ -256,7 +270,7 @@ class JobStore:
             " lease_owner = NULL, lease_expires = NULL WHERE id = ? AND state IN (?, ?)",
             (state.value, json.dumps(result) if result is not None else None, result_path, failure, time.time(),
              job_id, *_ACTIVE))
-        return await self.get(job_id) if cursor.rowcount == 1 else None
+        return self._changed(await self.get(job_id)) if cursor.rowcount == 1 else None
 
     @_serialised
     async def requeue(self, job_id: str, reason: str, max_attempts: int) -> Job | None:
@@ -270,7 +284,7 @@ class JobStore:
         cursor = await self.db.execute(
             "UPDATE jobs SET state = ?, lease_owner = NULL, lease_expires = NULL, progress = NULL"
             " WHERE id = ? AND state = ?", (JobState.QUEUED.value, job_id, JobState.RUNNING.value))
-        return await self.get(job_id) if cursor.rowcount == 1 else None
+        return self._changed(await self.get(job_id)) if cursor.rowcount == 1 else None
 
     @_serialised
     async def request_cancel(self, job_id: str, by: str) -> None:
@@ -314,6 +328,14 @@ class JobStore:
             sql += " WHERE " + " AND ".join(where)
         rows = await self.db.execute_fetchall(sql + " ORDER BY seq", args)
         return [_row_to_job(row) for row in rows]
+
+    async def counts(self) -> dict[JobState, int]:
+        """How many jobs wait and run now (both states always present)."""
+        rows = await self.db.execute_fetchall(
+            "SELECT state, COUNT(*) AS n FROM jobs WHERE state IN (?, ?) GROUP BY state", _ACTIVE)
+        counts = dict.fromkeys((JobState.QUEUED, JobState.RUNNING), 0)
+        counts.update({JobState(row["state"]): row["n"] for row in rows})
+        return counts
 
     async def expired_leases(self, now: float) -> list[str]:
         rows = await self.db.execute_fetchall(

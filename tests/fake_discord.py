@@ -234,6 +234,8 @@ class FakeDiscord:
         self.channel_posts_forbidden = False
         #: when True, ``POST /channels/{dm channel}/messages`` answers 403 50007 Cannot send messages to this user
         self.dms_forbidden = False
+        #: when True, a new gateway connection is refused (503): Discord's gateway is out of reach
+        self.gateway_refused = False
 
         self.requests: list[RecordedRequest] = []
         self.gateway_events: list[GatewayEvent] = []
@@ -740,7 +742,15 @@ class FakeDiscord:
             raise RuntimeError("no gateway connection")
         await self._send(self._ws, {"op": 7, "d": None})
 
+    async def drop_gateway(self) -> None:
+        """Close the gateway connection and refuse new ones (``gateway_refused``) until a test allows them again."""
+        self.gateway_refused = True
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.close()
+
     async def _gateway(self, request: web.Request) -> web.StreamResponse:
+        if self.gateway_refused:
+            return web.Response(status=503, text="gateway unavailable")
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         query = dict(request.query)

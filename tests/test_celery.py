@@ -691,16 +691,23 @@ def test_a_job_whose_worker_is_killed_finishes_on_another_worker_once(workers, g
 def test_the_job_queue_on_the_celery_backend_and_its_restart_reconciliation(worker, gate, redis_url,  # noqa: F811
                                                                             tmp_path):
     """The same JobQueue API a front end uses, on Celery: submit, progress, result; then a queue process that stops
-    while a job runs and a new one on the same data directory that picks the job's result up from Celery."""
+    while a job runs and a new one on the same data directory that picks the job's result up from Celery. The job
+    metrics count on the bot's side, at the job table's state changes, as with the embedded executor; each process
+    counts what it saw (a restarted bot's counters start at 0, as Prometheus expects)."""
     from nst_jobs import JobRequest, JobState
+    from nst_jobs.metrics import JobMetrics
     from nst_jobs.queue import JobQueue
+
+    def value(metrics: JobMetrics, name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
 
     cfg = config(redis_url, tmp_path, cancel_grace_seconds=5)
     request = JobRequest(params=StyleParams(size=64, iterations=12, scales=1, device="cpu", seed=1),
                          content=CONTENT.read_bytes(), styles=(STARRY.read_bytes(),), requester="A")
 
     async def first() -> tuple[str, str]:
-        async with JobQueue(cfg) as queue:
+        metrics = JobMetrics()
+        async with JobQueue(cfg, metrics=metrics) as queue:
             job = await queue.submit(request)
             kinds = set()
             async for update in queue.subscribe(job.id):
@@ -710,19 +717,30 @@ def test_the_job_queue_on_the_celery_backend_and_its_restart_reconciliation(work
             done = await queue.get(job.id)
             assert done.state == JobState.DONE and "progress" in kinds
             assert Image.open(io.BytesIO(queue.result_bytes(done))).size == (64, 42)
+            assert value(metrics, "nst_jobs_submitted_total") == 1
+            assert value(metrics, "nst_jobs_finished_total", outcome="done") == 1
+            assert value(metrics, "nst_job_duration_seconds_sum") == pytest.approx(done.run_seconds)
+            assert value(metrics, "nst_queue_wait_seconds_count") == 1
             # a second job, and the queue stops while it runs (the bot restarts): it is held at the gate meanwhile
             gate.close()
             second = await queue.submit(request)
             async for update in queue.subscribe(second.id):
                 if update.kind == "progress":
                     break
+            await queue.refresh_metrics()
+            assert value(metrics, "nst_queue_jobs", state="running") == 1
+            assert value(metrics, "nst_queue_jobs", state="waiting") == 0
+            assert value(metrics, "nst_worker_up", device="cpu") is None  # nst-worker serves its own
             return job.id, second.id
 
     async def after_restart(second_id: str) -> None:
-        async with JobQueue(cfg) as queue:
+        metrics = JobMetrics()
+        async with JobQueue(cfg, metrics=metrics) as queue:
             finished = await asyncio.wait_for(_finished(queue, second_id), 60)
             assert finished.state == JobState.DONE and finished.attempts == 1  # ran once, not re-dispatched
             assert Image.open(io.BytesIO(queue.result_bytes(finished))).size == (64, 42)
+            assert value(metrics, "nst_jobs_finished_total", outcome="done") == 1
+            assert value(metrics, "nst_jobs_submitted_total") == 0  # submitted before the restart
 
     async def _finished(queue, job_id):
         async for update in queue.subscribe(job_id):

@@ -24,9 +24,12 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
 from bot.config import BotConfig, load_config
+from bot.metrics import BotMetrics
 from nst_jobs import worker_cli
+from nst_jobs.metrics import worker_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -38,7 +41,14 @@ PYPROJECT = ROOT / "pyproject.toml"
 BOT_SERVICES = ("bot", "bot-cpu", "bot-scale")
 WORKER_SERVICES = ("worker-0", "worker-1")
 EXPECTED_PROFILES = {"bot": [], "bot-cpu": ["cpu"], "bot-scale": ["scale"], "redis": ["scale"],
-                     "worker-0": ["scale"], "worker-1": ["scale"]}
+                     "worker-0": ["scale"], "worker-1": ["scale"], "prometheus": ["monitoring"],
+                     "grafana": ["monitoring"]}
+#: Services that run someone else's image: the image's name and what the service runs (None: the image's own).
+OTHER_IMAGES = {"redis": ("redis:", "redis-server"), "prometheus": ("prom/prometheus:", None),
+                "grafana": ("grafana/grafana:", None)}
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus.yml"
+GRAFANA = ROOT / "deploy" / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "nst.json"
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -333,11 +343,15 @@ def test_compose_commands_are_real() -> None:
     scripts = console_scripts()
     for name, service in compose()["services"].items():
         command = effective_command(service, instructions)
-        assert command, f"{name}: runs nothing"
         if uses_our_image(service):
-            assert command[0] in scripts, f"{name}: {command[0]} is not one of {sorted(scripts)}"
+            assert command and command[0] in scripts, f"{name}: {command[:1]} is not one of {sorted(scripts)}"
+            continue
+        image, runs = OTHER_IMAGES[name]
+        assert service["image"].startswith(image) and service["image"] != image, f"{name}: name {image}VERSION"
+        if runs is not None:
+            assert command and command[0] == runs, name
         else:
-            assert service["image"].startswith("redis:") and command[0] == "redis-server", name
+            assert "entrypoint" not in service, f"{name}: runs the image's own entry point"
     redis = effective_command(compose()["services"]["redis"], instructions)
     assert redis[redis.index("--appendonly") + 1] == "yes"
     assert redis[redis.index("--maxmemory-policy") + 1] == "noeviction"
@@ -432,6 +446,108 @@ def test_readme_compose_commands_name_real_services() -> None:
             assert set(services[name].get("profiles", [])) <= set(profiles), f"{' '.join(words)}: profile"
         if profiles:
             assert named, f"{' '.join(words)}: name the services, or the default bot starts as well"
+
+
+# ---------------------------------------------------------------------------------------------------- monitoring
+
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
+                "offset"}
+
+
+def exported_metrics() -> set[str]:
+    """Every sample name the bot's /metrics and nst-worker's --metrics-port can serve."""
+    names: set[str] = set()
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
+                "gauge": ("",), "summary": ("", "_sum", "_count", "_created"), "info": ("_info",)}
+    for registry in (BotMetrics(CollectorRegistry()).registry, worker_registry("cpu")):
+        for family in registry.collect():
+            names.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))
+            names.update(sample.name for sample in family.samples)
+    return names
+
+
+def promql_metrics(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (not its functions, keywords, labels or durations)."""
+    for pattern in (r'"[^"]*"', r"\{[^}]*\}", r"\[[^\]]*\]", r"\b(?:by|without|on|ignoring)\s*\([^)]*\)"):
+        expr = re.sub(pattern, " ", expr)
+    return {m.group() for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", expr)
+            if m.group() not in PROMQL_WORDS and not expr[m.end():].lstrip().startswith("(")}
+
+
+def dashboard_exprs() -> list[str]:
+    return [t["expr"] for p in json.loads(DASHBOARD.read_text())["panels"] for t in p["targets"]]
+
+
+def test_promql_metrics_finds_names_and_skips_the_rest() -> None:
+    expr = 'histogram_quantile(0.95, sum by (le) (rate(nst_x_bucket{job="a b"}[1h]))) / on (device) nst_y'
+    assert promql_metrics(expr) == {"nst_x_bucket", "nst_y"}
+
+
+def test_dashboard_reads_only_metrics_we_export() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exported = exported_metrics()
+    exprs = dashboard_exprs()
+    for expr in exprs:
+        assert promql_metrics(expr) <= exported, f"{expr}: {promql_metrics(expr) - exported} is not exported"
+    assert promql_metrics("nst_jobs_total") - exported == {"nst_jobs_total"}  # the check can fail
+    joined = "\n".join(exprs)
+    for wanted in ('nst_queue_jobs{state="waiting"}', "by (outcome) (increase(nst_jobs_finished_total[1h]))",
+                   "histogram_quantile(0.5, sum by (le) (rate(nst_job_duration_seconds_bucket",
+                   "histogram_quantile(0.95, sum by (le) (rate(nst_job_duration_seconds_bucket",
+                   "histogram_quantile(0.5, sum by (le) (rate(nst_queue_wait_seconds_bucket",
+                   "histogram_quantile(0.95, sum by (le) (rate(nst_queue_wait_seconds_bucket",
+                   "nst_discord_connected"):
+        assert wanted in joined, f"the dashboard shows no {wanted}"
+    scrape_jobs = {job["job_name"] for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]}
+    assert set(re.findall(r'job="([^"]+)"', joined)) <= scrape_jobs
+    datasource = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    uid = datasource["datasources"][0]["uid"]
+    assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {uid}
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+def test_monitoring_profile_scrapes_the_bot_and_the_workers() -> None:
+    instructions = dockerfile_instructions(DOCKERFILE.read_text())
+    services = compose()["services"]
+    prometheus, grafana = services["prometheus"], services["grafana"]
+    flags = dict(arg.removeprefix("--").split("=", 1) for arg in prometheus["command"])
+    assert mounts(prometheus)[flags["config.file"]] == "./deploy/prometheus.yml"
+    assert "web.listen-address" not in flags  # Prometheus's own port, 9090
+    jobs = {job["job_name"]: job["dns_sd_configs"][0] for job in
+            yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]}
+    for name in BOT_SERVICES:
+        service = services[name]
+        assert jobs["nst-bot"]["names"] == service["networks"]["default"]["aliases"], name
+        health = load_config(config_of(service, instructions), {}).health
+        assert jobs["nst-bot"]["port"] == health.port, f"{name}: its /metrics is on {health.port}"
+        assert health.host == "0.0.0.0", f"{name}: Prometheus, another container, cannot reach 127.0.0.1"
+    for name in WORKER_SERVICES:
+        service = services[name]
+        assert jobs["nst-worker"]["names"] == service["networks"]["default"]["aliases"], name
+        args = worker_cli.build_parser().parse_args(effective_command(service, instructions)[1:])
+        assert jobs["nst-worker"]["port"] == args.metrics_port, name
+
+    datasource = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+    provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "nst.yml").read_text())["providers"][0]
+    grafana_mounts = {source: target for target, source in mounts(grafana).items()}
+    assert grafana_mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    assert grafana_mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]
+    for service in (prometheus, grafana):
+        assert all(port.startswith("127.0.0.1:") for port in service["ports"]), "published on loopback only"
+
+
+def test_readme_scrape_example_reads_the_bots_metrics_port() -> None:
+    section = readme_section(README.read_text(), "Monitoring")
+    block = re.search(r"```yaml\n(.*?)```", section, flags=re.DOTALL)
+    assert block, "the README shows a Prometheus scrape configuration"
+    [job] = yaml.safe_load(block.group(1))["scrape_configs"]
+    [target] = job["static_configs"][0]["targets"]
+    assert target.endswith(f":{BotConfig().health.port}") and job.get("metrics_path", "/metrics") == "/metrics"
+    families = {family.name + ("_total" if family.type == "counter" else "")
+                for family in BotMetrics(CollectorRegistry()).registry.collect() if family.name.startswith("nst_")}
+    documented = set(re.findall(r"^\| `(nst_[a-z_]+)` \|", section, flags=re.MULTILINE))
+    assert documented == families  # each of the bot's metrics, by the name a query uses
 
 
 # ---------------------------------------------------------------------------------------------------- config

@@ -2,16 +2,18 @@
 
 Settings lower the bot-wide limits for one server (never raise them), animations' among them (frames, seconds, the
 size an animation is made at) and the largest Upscale x2 result, and can restrict /stylize to some channels.
-Stats read the bot's own tally of finished jobs (kept after the job table's retention purge). `Optional[...]` below:
-discord.py's Range annotations are objects, which the `X | None` syntax does not accept.
+Stats read the bot's own tally of finished jobs (kept after the job table's retention purge), over the last 7 or 30
+days, and attach a chart of them (bot/stats_chart.py). `Optional[...]` below: discord.py's Range annotations are
+objects, which the `X | None` syntax does not accept.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import io
 import logging
 import statistics
-import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
@@ -23,6 +25,7 @@ from bot.config import MAX_CLIP_FRAMES, MAX_CLIP_SECONDS
 from bot.records import GuildSettings
 from bot.shared.refusals import refuse, require_manage_guild
 from bot.shared.render import duration
+from bot.stats_chart import STATS_PERIODS, daily_stats, period_start, render_chart
 from nst_jobs.models import JobState
 
 if TYPE_CHECKING:
@@ -30,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STATS_DAYS = 7
 _N = TypeVar("_N", int, float)
 
 
@@ -130,23 +132,28 @@ class AdminCog(commands.GroupCog, group_name="nst-admin", group_description="Sty
                 f"• /stylize allowed in: {where}")
         await interaction.response.send_message(text, ephemeral=True)
 
-    @app_commands.command(name="stats", description=f"Jobs per day, median time and failures ({STATS_DAYS} days)")
-    async def stats(self, interaction: discord.Interaction[Any]) -> None:
-        since = time.time() - STATS_DAYS * 86400
-        tallies = await self.bot.store.tallies(interaction.guild_id or 0, since)
+    @app_commands.command(name="stats", description="Jobs per day, median time and failures, with a chart")
+    @app_commands.describe(days="how far back: the last 7 days (default) or the last 30")
+    @app_commands.choices(days=[app_commands.Choice(name=f"last {n} days", value=n) for n in STATS_PERIODS])
+    async def stats(self, interaction: discord.Interaction[Any], days: int = STATS_PERIODS[0]) -> None:
+        now = dt.datetime.now(dt.UTC)
+        tallies = await self.bot.store.tallies(interaction.guild_id or 0, period_start(days, now).timestamp())
         if not tallies:
-            await interaction.response.send_message(f"No finished jobs in the last {STATS_DAYS} days.",
-                                                    ephemeral=True)
+            await interaction.response.send_message(f"No finished jobs in the last {days} days.", ephemeral=True)
             return
-        per_day = Counter(dt.datetime.fromtimestamp(t.finished_at, dt.UTC).strftime("%Y-%m-%d") for t in tallies)
+        await interaction.response.defer(ephemeral=True, thinking=True)  # drawing the chart may take a second
+        daily = daily_stats(tallies, days, now)
         states = Counter(t.state for t in tallies)
         runs = [t.run_seconds for t in tallies if t.state == JobState.DONE and t.run_seconds is not None]
         median = f"{duration(statistics.median(runs))}" if runs else "n/a"
-        lines = [f"**Last {STATS_DAYS} days**: {len(tallies)} jobs · {states[JobState.DONE]} done · "
+        lines = [f"**Last {days} days**: {len(tallies)} jobs · {states[JobState.DONE]} done · "
                  f"{states[JobState.FAILED]} failed · {states[JobState.CANCELLED]} cancelled",
                  f"Median run time: {median}", "Jobs per day (UTC):"]
-        lines += [f"• {day}: {count}" for day, count in sorted(per_day.items())]
-        await interaction.response.send_message("\n".join(lines)[:2000], ephemeral=True)
+        lines += [f"• {day:%Y-%m-%d}: {daily.total(i)}" for i, day in enumerate(daily.days) if daily.total(i)]
+        chart = await asyncio.to_thread(render_chart, daily, f"Jobs per day (UTC), last {days} days")
+        log.info("guild %s: stats for %d days shown to %s", interaction.guild_id, days, interaction.user.id)
+        await interaction.followup.send("\n".join(lines)[:2000], ephemeral=True,
+                                        file=discord.File(io.BytesIO(chart), filename="nst-stats.png"))
 
 
 async def setup(bot: StyleBot) -> None:

@@ -39,6 +39,7 @@ from nst_core.errors import NSTError
 from nst_core.images import style_role
 from nst_core.params import StyleParams
 from nst_jobs.errors import JobNotFoundError
+from nst_jobs.log_format import job_fields
 from nst_jobs.models import JobState
 from nst_jobs.queue import JobInputs
 
@@ -208,7 +209,7 @@ class ResultsCog(commands.Cog, name="Results"):
             await self._say(interaction, f"the timelapse of job {job_id} is larger than this server's upload limit",
                             origin)
             return
-        log.info("job %s: timelapse shown to user %s", job.id, interaction.user.id)
+        log.info("job %s: timelapse shown to user %s", job.id, interaction.user.id, extra=job_fields(job))
 
     async def _say(self, interaction: discord.Interaction[Any], message: str, origin: str) -> None:
         """A refusal in the deferred ephemeral reply itself (only the member sees it)."""

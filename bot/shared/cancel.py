@@ -10,6 +10,7 @@ import discord
 
 from bot.shared.refusals import refuse
 from nst_jobs.errors import QueueError
+from nst_jobs.log_format import job_fields
 from nst_jobs.models import JobState
 from nst_jobs.queue import JobQueue
 
@@ -34,7 +35,8 @@ async def cancel_job(queue: JobQueue, interaction: discord.Interaction[Any], job
     except QueueError as exc:
         await refuse(interaction, str(exc), "cancel")
         return
-    log.info("job %s: cancelled by user %s%s", job.id, user_id, " (moderator)" if job.requester != user_id else "")
+    log.info("job %s: cancelled by user %s%s", job.id, user_id, " (moderator)" if job.requester != user_id else "",
+             extra=job_fields(job))
     text = (f"Cancelled job `{job.id}`." if job.state == JobState.CANCELLED
             else f"Stopping job `{job.id}`; its reply will say when it has stopped.")
     await interaction.response.send_message(text, ephemeral=True)

@@ -37,6 +37,7 @@ from nst_core.clips import ClipInfo
 from nst_core.errors import NSTError
 from nst_core.params import StyleParams, check_content_shape
 from nst_jobs.errors import QueueFullError
+from nst_jobs.log_format import job_fields
 from nst_jobs.models import JobRequest, JobState
 
 if TYPE_CHECKING:
@@ -154,7 +155,8 @@ class JobStarter:
                       message_id=message_id, channel_id=interaction.channel_id, guild_id=interaction.guild_id,
                       user_id=user.id, token_deadline=received + self.bot.config.progress.token_fallback_seconds)
         await self.bot.store.save_reply(reply)
-        log.info("job %s submitted by user %s from %s (%s)", job.id, user.id, origin, summary)
+        log.info("job %s submitted by user %s from %s (%s)", job.id, user.id, origin, summary,
+                 extra=job_fields(job))
         self.bot.follow(reply)
 
     async def load_content(self, source: ImageSource) -> tuple[InputImage, ClipInfo | None]:
