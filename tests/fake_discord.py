@@ -8,9 +8,9 @@ the 3 s acknowledgement deadline (10062), 15 minute interaction tokens (50027), 
 only after the initial response, ephemeral messages invisible to channel routes, only components that exist (and
 are enabled) on a stored message can be clicked, and message nonces: a channel or DM post with ``enforce_nonce`` that
 repeats a nonce of the same author in the same channel within ``NONCE_WINDOW_S`` gets the first message back instead
-of a new one (404 if that one was deleted), and a nonce over 25 characters is refused (400, 50035). Time for those rules runs on ``FakeDiscord.now()``: the real
-monotonic clock plus an offset the test moves with ``advance_clock``. See DESIGN.md, "Testing against Discord
-without a network".
+of a new one (404 if that one was deleted), and a nonce over 25 characters is refused (400, 50035). Time for those
+rules runs on ``FakeDiscord.now()``: the real monotonic clock plus an offset the test moves with ``advance_clock``.
+See DESIGN.md, "Testing against Discord without a network".
 
 What a test can make a user do: ``send_interaction`` (slash command), ``send_autocomplete``, ``send_component``
 (button click / select), ``send_message_command`` (message context menu), ``post_user_message``; with a second
