@@ -4,6 +4,8 @@
 (`initial_extensions`, as in discord.py's author's own bot: the `results` cog registers the reply buttons there),
 opens the job queue and the HTTP session, syncs the commands only if they changed, starts the health endpoint, and
 picks up every job whose reply was not finished before a restart. `follow` keeps one job's reply current.
+`run_bot` is the process: SIGTERM or Ctrl-C drains the bot before it closes (`bot.drain`), a second one closes it
+at once.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.config import BotConfig
+from bot.drain import Drain
 from bot.endpoints import apply_endpoints
 from bot.health import HealthServer
 from bot.metrics import BotMetrics
@@ -79,7 +82,8 @@ class StyleBot(commands.Bot):
         self.serve = serve
         self.work = work
         self.starter = JobStarter(self)
-        self.reporters: dict[str, asyncio.Task[None]] = {}
+        self.reporters: dict[str, Reporter] = {}
+        self.drain = Drain(self)
         self.health: HealthServer | None = None
         self.metrics = BotMetrics()
         self._opened: list[str] = []
@@ -128,16 +132,28 @@ class StyleBot(commands.Bot):
         same shutdown, so the queue and its workers are always stopped before the process exits."""
         await asyncio.shield(self.request_close())
 
-    def request_close(self) -> asyncio.Future[None]:
-        """Start shutting down (from a signal handler); the future ends when everything is closed."""
+    def request_close(self, *, drain: bool = False) -> asyncio.Future[None]:
+        """Start shutting down (from a signal handler); the future ends when everything is closed. `drain`: first
+        let the running jobs finish and be delivered (`bot.drain`); a close already under way is not changed."""
         if self._close_task is None:
-            self._close_task = asyncio.ensure_future(self._close_everything())
+            self._close_task = asyncio.ensure_future(self._close_everything(drain=drain))
         return self._close_task
 
-    async def _close_everything(self) -> None:
-        for task in list(self.reporters.values()):
+    @property
+    def draining(self) -> bool:
+        """True from the start of a drain: no new job is taken."""
+        return self.drain.started
+
+    async def _close_everything(self, *, drain: bool) -> None:
+        if drain and "queue" in self._opened:
+            try:
+                await self.drain.run()
+            except Exception:
+                log.exception("draining failed; stopping now")
+        tasks = [reporter.task for reporter in self.reporters.values() if reporter.task is not None]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self.reporters.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await super().close()
         if self.health is not None:
             await self.health.close()
@@ -163,9 +179,8 @@ class StyleBot(commands.Bot):
         """Keep the reply of job `reply.job_id` current until its outcome is delivered."""
         if reply.job_id in self.reporters:
             return
-        task = asyncio.create_task(Reporter(self, reply).run(), name=f"nst-reply-{reply.job_id}")
-        self.reporters[reply.job_id] = task
-        task.add_done_callback(lambda _t, job_id=reply.job_id: self.reporters.pop(job_id, None))
+        reporter = self.reporters[reply.job_id] = Reporter(self, reply)
+        reporter.start().add_done_callback(lambda _t, job_id=reply.job_id: self.reporters.pop(job_id, None))
 
 
 def create_bot(config: BotConfig, **client_options: Any) -> StyleBot:
@@ -174,21 +189,31 @@ def create_bot(config: BotConfig, **client_options: Any) -> StyleBot:
     return StyleBot(config, **client_options)
 
 
-async def run_bot(config: BotConfig, token: str) -> None:
-    """Run until the process is stopped (SIGINT / SIGTERM close the bot cleanly: the queue and its workers too)."""
-    bot = create_bot(config)
+async def run_bot(config: BotConfig, token: str, *, work: WorkFunction = perform) -> int:
+    """Run until the process is stopped; returns the exit status. SIGTERM or SIGINT (Ctrl-C) drains the bot
+    (`bot.drain`), then closes it cleanly, the queue and its workers too: 0. A second signal ends the drain at once:
+    128 + its number (143 for SIGTERM, 130 for SIGINT), nothing lost either way."""
+    bot = create_bot(config, work=work)
     loop = asyncio.get_running_loop()
+    received: list[signal.Signals] = []
 
-    def stop(name: str) -> None:
-        log.info("%s received: stopping (waiting jobs stay queued; a running one restarts on the next start)", name)
-        bot.request_close()
+    def stop(sig: signal.Signals) -> None:
+        received.append(sig)
+        if len(received) == 1:
+            log.info("%s received: draining (no new jobs; waiting jobs stay queued; running ones have up to %g s "
+                     "to finish; a second signal stops at once)", sig.name, config.queue.drain_seconds)
+            bot.request_close(drain=True)
+        else:
+            log.warning("%s received again: stopping now (a running job goes back in the queue)", sig.name)
+            bot.drain.hurry()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop, sig.name)
+            loop.add_signal_handler(sig, stop, sig)
     try:
         await bot.start(token)
     finally:
         # start() returns as soon as the gateway closes; wait here until the whole shutdown is over (discord.py's
         # own `async with` would skip it, the client being already marked closed).
         await bot.close()
+    return 128 + received[1] if len(received) > 1 else 0

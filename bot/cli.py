@@ -5,6 +5,8 @@
     nst-bot [--config PATH] check     validate the configuration and the token's presence, touch nothing
 
 A configuration problem or a missing token stops it with one line on stderr (exit status 2) that says what to do.
+SIGTERM or Ctrl-C stops the bot gracefully (it drains: see `bot.drain`) with exit status 0; a second signal stops it
+at once, with 128 + the signal's number (143, 130).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from bot.app import create_bot, run_bot
 from bot.config import BotConfig, ConfigError, load_config, read_token
 from bot.logs import setup_logging
 from bot.sync import sync_commands
+from nst_jobs.work import WorkFunction, perform
 
 __all__ = ["main"]
 
@@ -56,7 +59,8 @@ async def _sync_only(config: BotConfig, token: str) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, work: WorkFunction = perform) -> int:
+    """Run `nst-bot`; returns the exit status. `work`: the embedded executor's job function (`JobQueue`'s)."""
     args = _parser().parse_args(argv)
     try:
         config, source = _load(args.config)
@@ -74,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.action == "sync":
             return asyncio.run(_sync_only(config, token))
-        asyncio.run(run_bot(config, token))
+        return asyncio.run(run_bot(config, token, work=work))
     except discord.LoginFailure:
         print("nst-bot: Discord refused the token (401); reset it in the Developer Portal (Bot > Reset Token) and "
               "set DISCORD_TOKEN again", file=sys.stderr)
@@ -87,4 +91,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    return 0

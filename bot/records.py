@@ -1,7 +1,8 @@
 """What the bot itself must remember across restarts, in its own SQLite file next to the job table.
 
 - replies: where each job's updates go (the interaction webhook token and message, or the channel message it moved
-  to once the token ran out), so a restarted bot keeps editing the same message and delivers exactly once;
+  to once the token ran out, and how many it posted), so a restarted bot keeps editing the same message and
+  delivers exactly once;
 - guild settings set with `/nst-admin settings`, saved styles (`/style save`; the image files live beside the db),
   keyed by `style_key(name)`: every read and write of a saved style goes through that one normalisation;
 - a tally of finished jobs for `/nst-admin stats` (the job table itself is purged after the retention period);
@@ -14,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,8 @@ CREATE TABLE IF NOT EXISTS replies (
     token_deadline REAL NOT NULL,
     channel_message_id INTEGER,
     dm INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    channel_posts INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS guild_settings (
     guild_id INTEGER PRIMARY KEY,
@@ -73,6 +75,7 @@ CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 #: Columns added to a table after its first release: (table, column, SQL type), added to an older file on open.
 _ADDED_COLUMNS = (
+    ("replies", "channel_posts", "INTEGER NOT NULL DEFAULT 0"),
     ("guild_settings", "max_clip_frames", "INTEGER"),
     ("guild_settings", "max_clip_seconds", "REAL"),
     ("guild_settings", "max_clip_size", "INTEGER"),
@@ -85,7 +88,9 @@ _GUILD_COLUMNS = ("max_size", "max_iterations", "per_user_cap", "channels", "max
 @dataclass
 class Reply:
     """Where a job's updates go. `channel_message_id` is set once updates moved to a normal channel message (the
-    interaction token ran out); `dm` when even that was not possible and the user gets a direct message."""
+    interaction token ran out); `dm` when even that was not possible and the user gets a direct message.
+    `channel_posts` counts the progress messages posted so far: the next one's nonce (`bot.shared.nonces`) is made
+    from it, so a repeat after a crash gives the same message back, and a message posted anew gets a new one."""
 
     job_id: str
     application_id: int
@@ -98,6 +103,7 @@ class Reply:
     channel_message_id: int | None = None
     dm: bool = False
     created_at: float = field(default_factory=time.time)
+    channel_posts: int = 0
 
 
 @dataclass(frozen=True)
@@ -167,10 +173,10 @@ class BotStore:
 
     # -- replies -----------------------------------------------------------------------------------------------------
     async def save_reply(self, reply: Reply) -> None:
-        await self._write(
-            "INSERT OR REPLACE INTO replies VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (reply.job_id, reply.application_id, reply.token, reply.message_id, reply.channel_id, reply.guild_id,
-             reply.user_id, reply.token_deadline, reply.channel_message_id, int(reply.dm), reply.created_at))
+        values = {**asdict(reply), "dm": int(reply.dm)}
+        marks = ", ".join("?" * len(values))
+        await self._write(f"INSERT OR REPLACE INTO replies ({', '.join(values)}) VALUES ({marks})",
+                          tuple(values.values()))
 
     async def replies(self) -> list[Reply]:
         return [_reply(row) for row in await self.db.execute_fetchall("SELECT * FROM replies ORDER BY created_at")]

@@ -7,6 +7,12 @@ edits lives 15 minutes: past `progress.token_fallback_seconds`, or as soon as an
 unknown token (50027 / 10015), updates move to a normal channel message that mentions the requester, or to a direct
 message if the bot cannot post in the channel. Where updates go is kept in the bot's store (`records.Reply`), so a
 restarted bot picks every unfinished job up again and keeps editing the same message.
+
+Exactly once across crashes: edits repeat harmlessly, and every message the bot posts carries a nonce made from the
+job (`bot.shared.nonces`), so a post repeated by a bot restarted between the post and its record gives the first
+message back instead of a second copy. The private note on a failure (an ephemeral follow-up, which takes no nonce)
+goes out after the delivery is recorded: at most once. While the bot drains for a restart (`bot.drain`) a waiting
+job's reply says it stays queued, and a running job stopped at the end of the drain says it will start again.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from bot.records import Reply
 from bot.shared import render
 from bot.shared.animation import fit_animation
 from bot.shared.buttons import job_view
+from bot.shared.nonces import MessageRole, message_nonce
 from nst_core.encoding import encode_to_fit, extension_for
 from nst_core.errors import NSTError
 from nst_jobs.log_format import job_fields
@@ -64,6 +71,14 @@ class Reporter:
         self._last_text: str | None = None
         self._edits = 0
         self._fields = job_fields(reply.job_id, guild_id=reply.guild_id)  # `extra=` of its log lines
+        self._status: _Status | None = None
+        self._lock = asyncio.Lock()  # one edit at a time: the loop's and the drain's notes never cross
+        self._stopped = False  # the reply says the job was stopped for a restart: no more progress edits
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> asyncio.Task[None]:
+        self.task = asyncio.create_task(self.run(), name=f"nst-reply-{self.job_id}")
+        return self.task
 
     # -- the loop ------------------------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -84,7 +99,6 @@ class Reporter:
 
         pump_task = asyncio.create_task(pump(), name=f"nst-follow-{self.job_id}")
         interval = self.bot.config.progress.edit_interval_seconds
-        status: _Status | None = None
         dirty = False
         next_edit = 0.0
         try:
@@ -94,18 +108,19 @@ class Reporter:
                     async with asyncio.timeout(wait):
                         update = await inbox.get()
                 except TimeoutError:
-                    assert status is not None
-                    await self._show(status)
+                    async with self._lock:
+                        await self._show()
                     dirty = False
                     next_edit = time.monotonic() + interval
                     continue
-                status = self._apply(status, update)
+                status = self._status = self._apply(self._status, update)
                 if status.job.finished:
                     break
                 dirty = True
                 if pump_task.done() and inbox.empty():
                     pump_task.result()  # re-raise what stopped the subscription
-            await self._deliver(status.job)
+            async with self._lock:
+                await self._deliver(status.job)
         finally:
             pump_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -126,11 +141,33 @@ class Reporter:
     def _summary(self, job: Job) -> str:
         return str(job.meta.get("summary") or "")
 
-    async def _show(self, status: _Status) -> None:
+    async def note_restart(self, *, stopped: bool) -> None:
+        """The bot is restarting (`bot.drain`): a waiting job's reply says the job stays queued; with `stopped` (the
+        drain is over), a running job's reply says it was stopped and starts again after the restart."""
+        async with self._lock:
+            status = self._status
+            if status is None or status.job.finished:
+                return
+            try:
+                if status.job.state == JobState.QUEUED:
+                    await self._show()
+                elif stopped and not self._stopped:
+                    text = render.interrupted_text(self.job_id, self._summary(status.job))
+                    await self._update(text, files=None, view=job_view(self.job_id, running=True))
+                    self._last_text, self._stopped = text, True
+            except discord.HTTPException as exc:
+                log.warning("job %s: cannot say that the bot restarts (%s %s)", self.job_id, exc.status, exc.code)
+
+    async def _show(self) -> None:
+        """Edit the reply to show the job's status now (call with the lock held)."""
+        status = self._status
+        if status is None or self._stopped:
+            return
         job = status.job
         if job.state == JobState.QUEUED:
             waiting = len(await self.bot.queue.positions())
-            text = render.queued_text(job.id, self._summary(job), status.position, waiting)
+            text = render.queued_text(job.id, self._summary(job), status.position, waiting,
+                                      restarting=self.bot.draining)
         else:
             text = render.progress_text(job.id, self._summary(job), status.event)
         files: list[discord.File] | None = None
@@ -191,10 +228,11 @@ class Reporter:
         channel = self.bot.get_partial_messageable(self.reply.channel_id)
         return channel.get_partial_message(self.reply.channel_message_id)
 
-    async def _post(self, text: str, *, files: list[discord.File] | None,
-                    view: discord.ui.View | None) -> discord.Message:
-        """A new message in the job's channel mentioning the requester, or a DM when the bot cannot post there."""
-        kwargs: dict[str, Any] = {"files": files} if files else {}
+    async def _post(self, text: str, *, files: list[discord.File] | None, view: discord.ui.View | None,
+                    nonce: str) -> discord.Message:
+        """A new message in the job's channel mentioning the requester, or a DM when the bot cannot post there.
+        `nonce` names the message (`bot.shared.nonces`): posted again, Discord gives the first one back."""
+        kwargs: dict[str, Any] = {"files": files, "nonce": nonce} if files else {"nonce": nonce}
         if view is not None:
             kwargs["view"] = view
         if not self.reply.dm and self.reply.channel_id is not None:
@@ -214,8 +252,10 @@ class Reporter:
 
     async def _move_to_channel(self, text: str, *, files: list[discord.File] | None,
                                view: discord.ui.View | None) -> None:
-        message = await self._post(text, files=files, view=view)
+        nonce = message_nonce(self.job_id, MessageRole.PROGRESS, self.reply.channel_posts)
+        message = await self._post(text, files=files, view=view, nonce=nonce)
         self.reply.channel_message_id = message.id
+        self.reply.channel_posts += 1  # a message posted after this one (this one deleted) is a new one
         await self.bot.store.save_reply(self.reply)
         log.info("job %s: updates continue in %s message %s", self.job_id, "a direct" if self.reply.dm else
                  "a channel", message.id, extra=self._fields)
@@ -236,16 +276,17 @@ class Reporter:
         await self.bot.store.tally(job.id, self.reply.guild_id, self.reply.user_id, job.state, job.created_at,
                                    job.finished_at or time.time(), job.run_seconds)
         summary = self._summary(job)
+        reason = job.failure or "unknown error"
         if job.state == JobState.DONE:
             await self._deliver_result(job, summary)
         elif job.state == JobState.CANCELLED:
             by = job.cancel_requested_by
             await self._final(render.cancelled_text(job.id, summary, by), files=None, view=None)
         else:
-            reason = job.failure or "unknown error"
             await self._final(render.failed_text(job.id, summary, reason), files=None, view=None)
-            await self._tell_requester(render.failed_privately(job.id, reason))
         await self.bot.queue.mark_delivered(job.id)
+        if job.state == JobState.FAILED:  # after the record: a follow-up takes no nonce, so at most once
+            await self._tell_requester(render.failed_privately(job.id, reason))
         await self.bot.store.forget_reply(job.id)
         log.info("job %s: outcome (%s) delivered", job.id, job.state.value,
                  extra=job_fields(job, guild_id=self.reply.guild_id))
@@ -313,7 +354,7 @@ class Reporter:
                 for file in files or []:
                     file.reset()
         progress_message = self.reply.channel_message_id
-        await self._post(text, files=files, view=view)
+        await self._post(text, files=files, view=view, nonce=message_nonce(self.job_id, MessageRole.OUTCOME))
         if progress_message is not None and not self.reply.dm:
             with contextlib.suppress(discord.HTTPException):
                 await self.bot.get_partial_messageable(self.reply.channel_id or 0).get_partial_message(

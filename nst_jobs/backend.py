@@ -34,6 +34,11 @@ class BackendSink(Protocol):
 
 
 class Backend(Protocol):
+    #: True when jobs handed over go on running after `close` (Celery workers): the queue leaves them running in
+    #: the table and `adopt`s them on its next start. False (the embedded executor): `close` stops them, and the
+    #: queue puts them back in line.
+    keeps_running_jobs: bool
+
     async def start(self, sink: BackendSink) -> None:
         """Start workers / connect; report through `sink` from now on."""
 
@@ -58,4 +63,4 @@ class Backend(Protocol):
         the workers are other processes (Celery's `nst-worker`s report themselves: `--metrics-port`)."""
 
     async def close(self) -> None:
-        """Stop workers (running jobs are left to be requeued by lease expiry on the next start)."""
+        """Stop (or, with `keeps_running_jobs`, leave) the running jobs and disconnect; report nothing more."""

@@ -45,6 +45,8 @@ _WARN_EVERY_SECONDS = 60.0
 class CeleryBackend:
     """Runs jobs on Celery workers; see the module docstring."""
 
+    keeps_running_jobs = True  # the workers go on without us; `adopt` follows their jobs again after a restart
+
     def __init__(self, config: QueueConfig, *, poll_interval: float = 0.5) -> None:
         if not config.broker_url:
             raise ValueError("CeleryBackend needs QueueConfig.broker_url (e.g. redis://localhost:6379/0)")

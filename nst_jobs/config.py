@@ -14,6 +14,7 @@ from pathlib import Path
 
 __all__ = [
     "DEFAULT_CELERY_INFLIGHT",
+    "DEFAULT_DRAIN_SECONDS",
     "DEFAULT_TIME_LIMIT",
     "DEFAULT_VISIBILITY_TIMEOUT",
     "CeleryLimits",
@@ -27,6 +28,10 @@ DEFAULT_TIME_LIMIT = 1800
 DEFAULT_VISIBILITY_TIMEOUT = 3600
 #: Jobs a front end hands to Celery at once.
 DEFAULT_CELERY_INFLIGHT = 2
+#: Seconds a stopping front end lets its running jobs finish (and be delivered) before it stops them, and the most
+#: it may be given (a container's stop grace period must stay above it).
+DEFAULT_DRAIN_SECONDS = 60.0
+MAX_DRAIN_SECONDS = 3600.0
 
 
 def check_time_limit(time_limit: int, visibility_timeout: int, *, names: tuple[str, str] = (
@@ -95,6 +100,7 @@ class QueueConfig:
     celery_inflight: int = DEFAULT_CELERY_INFLIGHT  # celery: jobs handed to Celery at once (the rest wait here)
     celery_time_limit_seconds: int = DEFAULT_TIME_LIMIT  # must stay below the broker's visibility_timeout
     celery_visibility_timeout_seconds: int = DEFAULT_VISIBILITY_TIMEOUT
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS  # on SIGTERM: how long a running job may go on before it is stopped
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -106,6 +112,8 @@ class QueueConfig:
             raise ValueError(f"executor={self.executor!r} is not allowed; allowed: process, thread")
         check_time_limit(self.celery_time_limit_seconds, self.celery_visibility_timeout_seconds,
                          names=("celery_time_limit_seconds", "celery_visibility_timeout_seconds"))
+        if not 0 <= self.drain_seconds <= MAX_DRAIN_SECONDS:
+            raise ValueError(f"drain_seconds={self.drain_seconds} is not allowed; give 0 to {MAX_DRAIN_SECONDS:g}")
         for name in ("per_user_cap", "global_cap", "max_attempts", "celery_inflight"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} is not allowed; it must be at least 1")

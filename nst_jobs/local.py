@@ -71,6 +71,8 @@ class LocalExecutor:
     each spawned worker, so it must be a module-level function or a picklable object.
     """
 
+    keeps_running_jobs = False  # the workers stop with the executor; the queue puts their jobs back in line
+
     def __init__(self, config: QueueConfig, *, work: WorkFunction = perform) -> None:
         self.config = config
         self.work = work
@@ -168,7 +170,7 @@ class LocalExecutor:
         for worker in self._workers:
             if worker.life is None:
                 continue
-            worker.life.cancel_event.set()  # a running job stops at its next iteration; the queue requeues it
+            worker.life.cancel_event.set()  # a running job stops at its next iteration; the queue puts it back in line
             with contextlib.suppress(Exception):
                 worker.life.inbox.put(None)
         loop = asyncio.get_running_loop()

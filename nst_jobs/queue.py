@@ -125,6 +125,7 @@ class JobQueue:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        self._paused = False
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -146,6 +147,9 @@ class JobQueue:
         self._wake.set()
 
     async def close(self) -> None:
+        """Stop. A job this process was running on a backend that stops with it (the embedded executor) goes back
+        in line at once, its start given back (`JobStore.release`): the next start runs it again from the
+        beginning. Celery's jobs go on on their workers and are adopted on the next start."""
         if self._closed:
             return
         self._closed = True
@@ -155,6 +159,12 @@ class JobQueue:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.backend.close()
+        if not self.backend.keeps_running_jobs:
+            for job_id in sorted(self._owned):
+                if await self.store.release(job_id) is not None:
+                    log.info("job %s stopped by the shutdown: back in the queue (this start is not counted)",
+                             job_id)
+            self._owned.clear()
         await self.store.close()
 
     async def __aenter__(self) -> JobQueue:
@@ -177,6 +187,17 @@ class JobQueue:
 
     async def get(self, job_id: str) -> Job:
         return await self.store.get(job_id)
+
+    def pause(self) -> None:
+        """Start no more jobs (a front end that is stopping): waiting jobs stay queued, running ones go on, new
+        ones may still be submitted and wait."""
+        if not self._paused:
+            self._paused = True
+            log.info("no more jobs start in this process (%d running)", len(self._owned))
+
+    def running_here(self) -> list[str]:
+        """The jobs this process handed to its backend that have not ended yet."""
+        return sorted(self._owned)
 
     async def inputs(self, job: str | Job) -> JobInputs:
         """The stored inputs of a job (a job id or the job itself). Raises JobNotFoundError for an unknown id and
@@ -323,9 +344,9 @@ class JobQueue:
         await self._end(job_id, JobState.CANCELLED, failure=f"cancelled by {job.cancel_requested_by or 'the system'}")
 
     async def _end(self, job_id: str, state: JobState, **fields: Any) -> None:
-        self._owned.discard(job_id)
         self._progress_saved.pop(job_id, None)
         job = await self.store.finish(job_id, state, **fields)
+        self._owned.discard(job_id)  # after the table says it ended: a job is always running here or finished
         if job is None:
             return  # already ended (e.g. cancelled while the result was on its way)
         log.info("job %s %s%s", job_id, state.value, f": {job.failure}" if job.failure else "",
@@ -360,7 +381,7 @@ class JobQueue:
 
     async def _dispatch_ready(self) -> None:
         started = False
-        while self.backend.free_slots() > 0:
+        while not self._paused and self.backend.free_slots() > 0:
             positions = await self.positions()
             if not positions:
                 break

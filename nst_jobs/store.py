@@ -287,6 +287,15 @@ class JobStore:
         return self._changed(await self.get(job_id)) if cursor.rowcount == 1 else None
 
     @_serialised
+    async def release(self, job_id: str) -> Job | None:
+        """running -> queued because its front end stopped it for a restart (not the job's fault): the start is
+        given back (attempts - 1), so restarts never use up `max_attempts`. None if it was not running."""
+        cursor = await self.db.execute(
+            "UPDATE jobs SET state = ?, attempts = MAX(attempts - 1, 0), lease_owner = NULL, lease_expires = NULL,"
+            " progress = NULL WHERE id = ? AND state = ?", (JobState.QUEUED.value, job_id, JobState.RUNNING.value))
+        return await self.get(job_id) if cursor.rowcount == 1 else None
+
+    @_serialised
     async def request_cancel(self, job_id: str, by: str) -> None:
         await self.db.execute("UPDATE jobs SET cancel_requested_by = ? WHERE id = ?", (by, job_id))
 

@@ -85,26 +85,12 @@ class BotEnv:
     # -- sending -------------------------------------------------------------------------------------------------
     def attachment(self, data: bytes, filename: str = "photo.png", content_type: str | None = "image/png",
                    **meta: Any) -> dict[str, Any]:
-        if "width" not in meta and content_type and content_type.startswith("image/"):
-            with Image.open(io.BytesIO(data)) as img:
-                meta = {"width": img.width, "height": img.height}
-        return self.fake.add_attachment(data, filename, content_type, **meta)  # type: ignore[arg-type]
+        return add_image(self.fake, data, filename, content_type, **meta)
 
-    async def stylize(self, content: dict[str, Any], style: dict[str, Any] | None = None, *,
-                      style2: dict[str, Any] | None = None, user: dict[str, Any] | None = None,
-                      attachment_size_limit: int | None = None, channel_id: str | None = None,
-                      **options: Any) -> dict[str, Any]:
-        opts = [{"name": "content", "type": 11, "value": content["id"]}]
-        atts = [content]
-        for name, att in (("style", style), ("style2", style2)):
-            if att is not None:
-                opts.append({"name": name, "type": 11, "value": att["id"]})
-                atts.append(att)
-        kinds = {str: 3, int: 4, bool: 5, float: 10}
-        opts += [{"name": k, "type": kinds[type(v)], "value": v} for k, v in options.items()]
-        extra = {} if attachment_size_limit is None else {"attachment_size_limit": attachment_size_limit}
-        return await self.fake.send_interaction("stylize", opts, attachments=atts, user=user, channel_id=channel_id,
-                                                **extra)
+    async def stylize(self, content: dict[str, Any], style: dict[str, Any] | None = None,
+                      **kwargs: Any) -> dict[str, Any]:
+        """`send_stylize` on this env's fake (style2, user, attachment_size_limit, channel_id, options)."""
+        return await send_stylize(self.fake, content, style, **kwargs)
 
     # -- waiting -------------------------------------------------------------------------------------------------
     async def response(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -133,13 +119,7 @@ class BotEnv:
         return original
 
     async def wait_message(self, message_id: str, predicate: Any, timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = self.fake.messages.get(message_id)
-            if msg is not None and predicate(msg):
-                return msg
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"message {message_id} never matched; now {self.fake.messages.get(message_id)}")
+        return await wait_message(self.fake, message_id, predicate, timeout)
 
     async def wait_final(self, payload: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
         await self.response(payload)
@@ -149,6 +129,43 @@ class BotEnv:
         url = message["attachments"][index]["url"]
         key = url.split("/cdn/attachments/", 1)[1]
         return self.fake.cdn[key][0]
+
+
+def add_image(fake: FakeDiscord, data: bytes, filename: str = "photo.png", content_type: str | None = "image/png",
+              **meta: Any) -> dict[str, Any]:
+    """An attachment on the fake's CDN, with the width and height Discord would give an image."""
+    if "width" not in meta and content_type and content_type.startswith("image/"):
+        with Image.open(io.BytesIO(data)) as img:
+            meta = {"width": img.width, "height": img.height}
+    return fake.add_attachment(data, filename, content_type, **meta)  # type: ignore[arg-type]
+
+
+async def send_stylize(fake: FakeDiscord, content: dict[str, Any], style: dict[str, Any] | None = None, *,
+                       style2: dict[str, Any] | None = None, user: dict[str, Any] | None = None,
+                       attachment_size_limit: int | None = None, channel_id: str | None = None,
+                       **options: Any) -> dict[str, Any]:
+    """A member's /stylize with these attachments and options; the interaction payload."""
+    opts = [{"name": "content", "type": 11, "value": content["id"]}]
+    atts = [content]
+    for name, att in (("style", style), ("style2", style2)):
+        if att is not None:
+            opts.append({"name": name, "type": 11, "value": att["id"]})
+            atts.append(att)
+    kinds = {str: 3, int: 4, bool: 5, float: 10}
+    opts += [{"name": k, "type": kinds[type(v)], "value": v} for k, v in options.items()]
+    extra = {} if attachment_size_limit is None else {"attachment_size_limit": attachment_size_limit}
+    return await fake.send_interaction("stylize", opts, attachments=atts, user=user, channel_id=channel_id, **extra)
+
+
+async def wait_message(fake: FakeDiscord, message_id: str, predicate: Any, timeout: float = 60) -> dict[str, Any]:
+    """Message `message_id` once `predicate` holds for its current version."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = fake.messages.get(message_id)
+        if msg is not None and predicate(msg):
+            return msg
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"message {message_id} never matched; now {fake.messages.get(message_id)}")
 
 
 def is_final(msg: dict[str, Any]) -> bool:

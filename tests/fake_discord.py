@@ -5,10 +5,12 @@ REST under ``/api/v10``, a websocket gateway at ``/gateway`` (plain text JSON fr
 ``FakeDiscord.requests`` so a test can inspect what the bot sent. Discord rules that matter to a bot are enforced:
 the 3 s acknowledgement deadline (10062), 15 minute interaction tokens (50027), the per-interaction upload limit
 (40005), 429s on demand, 403s on demand (``channel_posts_forbidden``: 50013, ``dms_forbidden``: 50007), follow-ups
-only after the initial response, ephemeral messages invisible to channel routes, and only components that exist (and
-are enabled) on a stored message can be clicked. Time for those rules runs on ``FakeDiscord.now()``: the real
-monotonic clock plus an offset the test moves with ``advance_clock``. See DESIGN.md, "Testing against Discord
-without a network".
+only after the initial response, ephemeral messages invisible to channel routes, only components that exist (and
+are enabled) on a stored message can be clicked, and message nonces: a channel or DM post with ``enforce_nonce`` that
+repeats a nonce of the same author in the same channel within ``NONCE_WINDOW_S`` gets the first message back instead
+of a new one (404 if that one was deleted), and a nonce over 25 characters is refused (400, 50035). Time for those
+rules runs on ``FakeDiscord.now()``: the real monotonic clock plus an offset the test moves with ``advance_clock``.
+See DESIGN.md, "Testing against Discord without a network".
 
 What a test can make a user do: ``send_interaction`` (slash command), ``send_autocomplete``, ``send_component``
 (button click / select), ``send_message_command`` (message context menu), ``post_user_message``; with a second
@@ -47,6 +49,7 @@ __all__ = [
     "ALL_PERMISSIONS",
     "EPHEMERAL",
     "LOADING",
+    "NONCE_WINDOW_S",
     "TOKEN_LIFETIME_S",
     "ErrorRecorder",
     "FakeDiscord",
@@ -62,6 +65,9 @@ API_PREFIX = "/api/v10"
 ACK_DEADLINE_S = 3.0
 TOKEN_LIFETIME_S = 15 * 60.0
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+#: Discord remembers a message nonce for "a few minutes" (enforce_nonce); the longest nonce it takes.
+NONCE_WINDOW_S = 5 * 60.0
+MAX_NONCE_LENGTH = 25
 ALL_PERMISSIONS = (1 << 41) - 1
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
@@ -254,6 +260,8 @@ class FakeDiscord:
         self.resume_count = 0
         self.session_id = "fake-session-1"
 
+        #: (channel id, author id, nonce) -> (message id, fake time it was posted), for ``enforce_nonce``
+        self._nonces: dict[tuple[str, str, str], tuple[str, float]] = {}
         self._member_ids: list[str] = [self.bot_user["id"], self.user["id"]]
         self._clock_offset = 0.0
         self._rate_limits: list[tuple[str, re.Pattern[str], float]] = []
@@ -1249,7 +1257,7 @@ class FakeDiscord:
                 if cid in self.dm_channels and self.dms_forbidden:
                     raise _JSONError(403, 50007, "Cannot send messages to this user")
                 self._check_upload(rec, self.upload_limit)
-                return self._create_from(cid, payload, rec.files, webhook=False)
+                return self._post_with_nonce(cid, payload, rec.files)
             if m == "GET":
                 return self._history(cid, rec.query)
         if match := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", p):
@@ -1270,6 +1278,26 @@ class FakeDiscord:
         if match := re.fullmatch(r"/channels/(\d+)/typing", p):
             return None
         raise _JSONError(404, 0, f"fake Discord has no route {m} {p}")
+
+    def _post_with_nonce(self, channel_id: str, payload: dict[str, Any], files: list[RecordedFile]) -> dict[str, Any]:
+        """A bot post in a channel or DM, honouring ``nonce`` / ``enforce_nonce`` as Discord does."""
+        nonce = payload.get("nonce")
+        if nonce is None:
+            return self._create_from(channel_id, payload, files, webhook=False)
+        nonce = str(nonce)
+        if len(nonce) > MAX_NONCE_LENGTH:
+            raise _JSONError(400, 50035, f"Invalid Form Body: nonce: Must be {MAX_NONCE_LENGTH} or fewer in length.")
+        key = (channel_id, self.app_id, nonce)
+        seen = self._nonces.get(key)
+        if payload.get("enforce_nonce") and seen is not None and self.now() - seen[1] <= NONCE_WINDOW_S:
+            first = self.messages.get(seen[0])
+            if first is None:  # deleted meanwhile (discord.py documents NotFound for this)
+                raise _JSONError(404, 10008, "Unknown Message")
+            return first
+        msg = self._create_from(channel_id, payload, files, webhook=False)
+        msg["nonce"] = nonce
+        self._nonces[key] = (msg["id"], self.now())
+        return msg
 
     def _history(self, channel_id: str, query: dict[str, str]) -> list[dict[str, Any]]:
         """``GET /channels/{id}/messages``: newest first, honouring ``limit``, ``before`` and ``after``."""

@@ -245,7 +245,7 @@ async def test_a_restart_mid_job_loses_nothing_and_finishes_in_the_same_replies(
         assert "✅ Done" in final["content"], final["content"]
         assert final["attachments"] and final["attachments"][0]["filename"].startswith("nst-")
     job = await env.bot.queue.get(running_id)
-    assert job.attempts == 2  # started again after the restart, not cancelled
+    assert job.attempts == 1  # started again after the restart, not cancelled; the stop was not counted as a try
     assert not env.fake.messages_in_channel()  # both finished in their own replies, nothing posted elsewhere
 
 

@@ -688,6 +688,48 @@ def test_a_job_whose_worker_is_killed_finishes_on_another_worker_once(workers, g
     assert first.proc.returncode == -signal.SIGKILL
 
 
+def test_sigterm_lets_the_worker_finish_its_running_job_once_and_take_no_other(workers, gate, redis_url,  # noqa: F811
+                                                                            tmp_path):
+    """`docker stop` of an nst-worker: SIGTERM is Celery's warm shutdown. The running job finishes and is delivered
+    once (acks_late: its message is acknowledged only then), the worker takes no other job and exits 0; a job sent
+    meanwhile waits in Redis for the next worker (prefetch 1: the stopping worker holds no second message)."""
+    first = workers.ensure()
+
+    async def scenario() -> None:
+        backend = CeleryBackend(config(redis_url, tmp_path), poll_interval=0.2)
+        sink = RecordingSink()
+        await backend.start(sink)
+        try:
+            job = payload(64, 12)
+            gate.close()  # the job is held, running, when the worker is told to stop
+            await backend.dispatch(job)
+            await sink.wait_for("progress", job.job_id, 60)
+            first.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while "Warm shutdown" not in first.text():
+                assert time.monotonic() < deadline, first.text()[-3000:]
+                await asyncio.sleep(0.05)
+            later = payload(64, 8)
+            await backend.dispatch(later)
+            gate.open()
+            (result,) = await sink.wait_for("done", job.job_id, 60)
+            assert await asyncio.to_thread(first.proc.wait, 60) == 0
+            assert not sink.of("started", later.job_id)  # nobody took it while the worker stopped
+            second = await asyncio.to_thread(workers.start, f"w{len(workers.all) + 1}")
+            await sink.wait_for("done", later.job_id, 60)
+            await asyncio.sleep(1.5)  # a second report of either job would come within a few polls
+        finally:
+            await backend.close()
+        assert_png(result, 64)
+        assert sink.ends(job.job_id) == ["done"] and len(sink.of("started", job.job_id)) == 1
+        assert sink.ends(later.job_id) == ["done"]
+        assert f"Task nst.stylize[{job.job_id}] succeeded" in first.text()
+        assert f"Task nst.stylize[{later.job_id}] succeeded" in second.text()
+        assert later.job_id not in first.text()
+
+    asyncio.run(scenario())
+
+
 def test_the_job_queue_on_the_celery_backend_and_its_restart_reconciliation(worker, gate, redis_url,  # noqa: F811
                                                                             tmp_path):
     """The same JobQueue API a front end uses, on Celery: submit, progress, result; then a queue process that stops

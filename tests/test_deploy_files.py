@@ -405,6 +405,33 @@ def test_compose_workers_match_the_bot() -> None:
     assert len(hostnames) == len(gpus) == len(WORKER_SERVICES), "each worker its own name and its own GPU"
 
 
+def compose_seconds(duration: str) -> float:
+    """A Compose duration ("90s", "1m30s", "1h") in seconds."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s|us)", duration)
+    assert parts and "".join(a + b for a, b in parts) == duration, f"not a Compose duration: {duration!r}"
+    unit = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6}
+    return sum(float(amount) * unit[name] for amount, name in parts)
+
+
+def test_stop_grace_periods_outlast_the_drain_and_the_job_time_limit() -> None:
+    """`docker stop` waits stop_grace_period, then kills: a bot gets longer than its drain (queue.drain_seconds,
+    plus time to close), a worker longer than a job may run (its warm shutdown finishes the job)."""
+    instructions = dockerfile_instructions(DOCKERFILE.read_text())
+    services = compose()["services"]
+    for name in BOT_SERVICES:
+        drain = load_config(config_of(services[name], instructions), {}).queue.drain_seconds
+        grace = compose_seconds(services[name]["stop_grace_period"])
+        assert grace >= drain + 20, f"{name}: stop_grace_period {grace:g} s leaves no time after a {drain:g} s drain"
+    for name in WORKER_SERVICES:
+        command = effective_command(services[name], instructions)
+        limit = worker_cli.build_parser().parse_args(command[1:]).time_limit
+        grace = compose_seconds(services[name]["stop_grace_period"])
+        assert grace > limit, f"{name}: stop_grace_period {grace:g} s is shorter than a job may run ({limit} s)"
+    assert compose_seconds("1m30s") == 90
+    with pytest.raises(AssertionError):
+        compose_seconds("90 seconds")
+
+
 def test_compose_gpu_reservations() -> None:
     services = compose()["services"]
     for name, service in services.items():

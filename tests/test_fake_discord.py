@@ -471,6 +471,29 @@ async def test_channel_post_forbidden_and_dm_with_button(env: Env) -> None:
     assert len(creates) == 1  # discord.py caches the DM channel
 
 
+async def test_a_repeated_nonce_gives_the_first_message_back_as_discord_does(env: Env) -> None:
+    channel = guild_channel(env)
+    first = await channel.send("result", file=discord.File(io.BytesIO(b"png"), filename="a.png"), nonce="job1.o0")
+    again = await channel.send("result", file=discord.File(io.BytesIO(b"png"), filename="a.png"), nonce="job1.o0")
+    assert again.id == first.id and again.nonce == "job1.o0"
+    assert [m["content"] for m in env.fake.messages_in_channel()] == ["result"]  # one message, not two
+    other = await channel.send("other", nonce="job1.o1")  # another nonce: a new message
+    assert other.id != first.id
+    await channel.send("random nonces never repeat")  # discord.py's own nonce
+    await channel.send("random nonces never repeat")
+    assert len(env.fake.messages_in_channel()) == 4
+
+    await other.delete()
+    with pytest.raises(discord.NotFound):  # the first message of that nonce was deleted
+        await channel.send("other", nonce="job1.o1")
+    env.fake.advance_clock(6 * 60)  # Discord remembers a nonce for a few minutes only
+    late = await channel.send("result", nonce="job1.o0")
+    assert late.id != first.id
+    with pytest.raises(discord.HTTPException) as too_long:
+        await channel.send("x", nonce="n" * 26)
+    assert too_long.value.status == 400 and too_long.value.code == 50035
+
+
 async def test_followups_and_webhook_edits_by_message_id(env: Env) -> None:
     @env.client.tree.command(name="render", description="render")
     async def render(interaction: discord.Interaction) -> None:

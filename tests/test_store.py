@@ -95,6 +95,21 @@ def test_a_job_is_claimed_once_and_requeued_until_attempts_run_out(tmp_path: Pat
     _run(go())
 
 
+def test_a_job_stopped_for_restarts_goes_back_in_line_without_using_up_its_attempts(tmp_path: Path):
+    async def go() -> None:
+        store = await JobStore.open(tmp_path)
+        job = await store.insert(_request("A"), per_user_cap=5, global_cap=5)
+        for _ in range(5):  # more restarts than max_attempts: each stop gives its start back
+            assert await store.claim(job.id, "p1", 30) is not None
+            back = await store.release(job.id)
+            assert back is not None and back.state == JobState.QUEUED and back.attempts == 0
+            assert back.lease_owner is None
+        assert await store.release(job.id) is None  # only a running job can be released
+        await store.close()
+
+    _run(go())
+
+
 def test_expired_leases_are_found_and_delivery_is_recorded_once(tmp_path: Path):
     async def go() -> None:
         store = await JobStore.open(tmp_path)

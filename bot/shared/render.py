@@ -18,6 +18,7 @@ __all__ = [
     "done_text",
     "failed_text",
     "file_note",
+    "interrupted_text",
     "progress_bar",
     "progress_text",
     "queued_text",
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 BAR_WIDTH = 16
+RESTARTING = "🔄 The bot is restarting."
 
 
 def progress_bar(fraction: float, width: int = BAR_WIDTH) -> str:
@@ -49,14 +51,24 @@ def headline(job_id: str, summary: str) -> str:
     return f"**Style transfer** `{job_id}` · {summary}"
 
 
-def queued_text(job_id: str, summary: str, position: int | None, waiting: int) -> str:
+def queued_text(job_id: str, summary: str, position: int | None, waiting: int, *, restarting: bool = False) -> str:
+    """A waiting job; `restarting`: the bot is stopping to restart, and the job stays queued through it."""
     if position is None:
         place = "in the queue"
     elif position == 1:
         place = "next in line"
     else:
         place = f"position {position} of {max(waiting, position)} in the queue"
-    return f"{headline(job_id, summary)}\n⏳ Waiting: {place}."
+    text = f"{headline(job_id, summary)}\n⏳ Waiting: {place}."
+    if restarting:
+        text += f"\n{RESTARTING} This job stays in the queue and starts after the restart; nothing to do."
+    return text
+
+
+def interrupted_text(job_id: str, summary: str) -> str:
+    """A running job the bot stopped to restart (it did not finish within `queue.drain_seconds`)."""
+    return (f"{headline(job_id, summary)}\n{RESTARTING} This job was stopped before it finished; it goes back in the "
+            "queue and starts again from the beginning after the restart. Nothing to do.")
 
 
 def progress_text(job_id: str, summary: str, event: ProgressEvent | None) -> str:

@@ -1,10 +1,10 @@
 """Starting a job from an interaction, the one way /stylize, the "Stylize this image" menu and the result buttons
 all do it.
 
-Checks that need no download come first and are answered at once, ephemerally (channel allowed, cooldown, the
-member's and the queue's caps, the declared attachment metadata). Then the interaction is deferred (Discord
-allows 3 s), the images are downloaded and decoded, and the job goes to the queue; a failure after the deferral
-replaces the public "thinking" reply by an ephemeral message. Each refusal is logged in one line.
+Checks that need no download come first and are answered at once, ephemerally (the bot is not restarting, channel
+allowed, cooldown, the member's and the queue's caps, the declared attachment metadata). Then the interaction is
+deferred (Discord allows 3 s), the images are downloaded and decoded, and the job goes to the queue; a failure after
+the deferral replaces the public "thinking" reply by an ephemeral message. Each refusal is logged in one line.
 
 A content that turns out to be an animation (an animated GIF, WebP or PNG, a video clip; told by its bytes) is
 held to the server's animation limits before it is queued and made at the server's animation size
@@ -43,12 +43,14 @@ from nst_jobs.models import JobRequest, JobState
 if TYPE_CHECKING:
     from bot.app import StyleBot
 
-__all__ = ["CONTENT", "ImageSource", "JobStarter"]
+__all__ = ["CONTENT", "RESTARTING_REFUSAL", "ImageSource", "JobStarter"]
 
 log = logging.getLogger(__name__)
 
 #: The role (`ImageSource.name`) of the image to repaint: the one that may be an animation.
 CONTENT = "content"
+#: What a member who asks for a job while the bot is stopping to restart is told (`StyleBot.draining`).
+RESTARTING_REFUSAL = "the bot is restarting right now: please try again in a minute (nothing was queued)"
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ class JobStarter:
     # -- checks that need no download -----------------------------------------------------------------------------
     async def precheck(self, interaction: discord.Interaction[Any], sources: Sequence[ImageSource]) -> None:
         """Raise UserFacingError / NSTError for what can be refused before deferring."""
+        if self.bot.draining:
+            raise UserFacingError(RESTARTING_REFUSAL)
         user_id = interaction.user.id
         settings = await self.bot.store.guild_settings(interaction.guild_id)
         if settings.channels and interaction.channel_id not in settings.channels:
