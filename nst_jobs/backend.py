@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from nst_core.result import JobResult
-from nst_jobs.work import WorkPayload
+from nst_jobs.config import QueueConfig
+from nst_jobs.work import WorkFunction, WorkPayload, perform
 
-__all__ = ["Backend", "BackendSink"]
+__all__ = ["Backend", "BackendSink", "make_backend"]
 
 
 class BackendSink(Protocol):
@@ -64,3 +65,25 @@ class Backend(Protocol):
 
     async def close(self) -> None:
         """Stop (or, with `keeps_running_jobs`, leave) the running jobs and disconnect; report nothing more."""
+
+
+def make_backend(config: QueueConfig, *, work: WorkFunction = perform) -> Backend:
+    """The backend named by `config.backend` (imported lazily: Celery only when asked for).
+
+    `work` is the job function the embedded executor's workers run (see `LocalExecutor`); Celery workers run the
+    task of `nst_jobs.celery_app`, so another function with the celery backend is refused rather than ignored.
+    """
+    if config.backend == "celery":
+        if work is not perform:
+            raise ValueError("a work function other than nst_jobs.work.perform needs backend 'local' (Celery workers "
+                             "run their own task)")
+        try:
+            from nst_jobs.celery_backend import CeleryBackend
+        except ImportError as exc:
+            raise RuntimeError(f"the celery backend needs Celery and redis-py ({exc.name} is missing): install the "
+                               "project's 'scale' extra (pip install '.[scale]', or scripts/setup scale)") from exc
+
+        return CeleryBackend(config)
+    from nst_jobs.local import LocalExecutor
+
+    return LocalExecutor(config, work=work)

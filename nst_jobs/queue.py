@@ -11,10 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,17 +20,18 @@ from typing import Any
 from nst_core.encoding import extension_for
 from nst_core.progress import ProgressEvent
 from nst_core.result import JobResult
-from nst_jobs.backend import Backend
+from nst_jobs.backend import Backend, make_backend
 from nst_jobs.config import QueueConfig
 from nst_jobs.errors import JobFinishedError, NotAllowedError
 from nst_jobs.fairness import Waiting, fair_order
+from nst_jobs.leases import lease_owner_name, owner_is_gone
 from nst_jobs.log_format import job_fields
 from nst_jobs.metrics import JobMetrics
 from nst_jobs.models import Job, JobRequest, JobState, JobUpdate
 from nst_jobs.store import JobStore
 from nst_jobs.work import WorkFunction, WorkPayload, perform
 
-__all__ = ["JobInputs", "JobQueue", "make_backend"]
+__all__ = ["JobInputs", "JobQueue"]
 
 log = logging.getLogger(__name__)
 
@@ -59,48 +57,6 @@ class JobInputs:
     continue_from: bytes | None = None  # the picture it started from (an upscale's earlier result), if any
 
 
-def make_backend(config: QueueConfig, *, work: WorkFunction = perform) -> Backend:
-    """The backend named by `config.backend` (imported lazily: Celery only when asked for).
-
-    `work` is the job function the embedded executor's workers run (see `LocalExecutor`); Celery workers run the
-    task of `nst_jobs.celery_app`, so another function with the celery backend is refused rather than ignored.
-    """
-    if config.backend == "celery":
-        if work is not perform:
-            raise ValueError("a work function other than nst_jobs.work.perform needs backend 'local' (Celery workers "
-                             "run their own task)")
-        try:
-            from nst_jobs.celery_backend import CeleryBackend
-        except ImportError as exc:
-            raise RuntimeError(f"the celery backend needs Celery and redis-py ({exc.name} is missing): install the "
-                               "project's 'scale' extra (pip install '.[scale]', or scripts/setup scale)") from exc
-
-        return CeleryBackend(config)
-    from nst_jobs.local import LocalExecutor
-
-    return LocalExecutor(config, work=work)
-
-
-def _owner_is_gone(owner: str | None) -> bool:
-    """True when `owner` (host:pid:tag) was a process on this machine that no longer runs."""
-    if not owner:
-        return True
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False  # another machine: only its lease can tell
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return True  # an earlier life of this very process id (a container restarts as pid 1)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 class JobQueue:
     """Use as `async with JobQueue(config) as queue:` (or `await queue.start()` / `await queue.close()`).
 
@@ -116,7 +72,7 @@ class JobQueue:
         self.config = config
         self.backend = backend if backend is not None else make_backend(config, work=work)
         self.metrics = metrics if metrics is not None else JobMetrics()
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.owner = lease_owner_name()
         self.store: JobStore
         self._owned: set[str] = set()  # running jobs this process handed to its backend
         self._subscribers: dict[str, set[asyncio.Queue[JobUpdate]]] = defaultdict(set)
@@ -136,7 +92,7 @@ class JobQueue:
             kept = await self.backend.adopt([job.id for job in running])
             self._owned.update(kept)
             await self.store.renew(kept, self.owner, self.config.lease_seconds)
-            orphans = [job for job in running if job.id not in kept and _owner_is_gone(job.lease_owner)]
+            orphans = [job for job in running if job.id not in kept and owner_is_gone(job.lease_owner)]
             for job in orphans:  # a previous process on this machine died: no need to wait for its lease
                 await self.store.requeue(job.id, "the process running it stopped", self.config.max_attempts)
             log.info("restart: %d job(s) were running: %d still running on workers, %d back in the queue now, the "
