@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from nst_core.animate import stylize_clip
-from nst_core.device import Placement, is_out_of_memory, resolve_placement
+from nst_core.device import Placement, is_out_of_memory, peak_memory_bytes, reset_peak_memory, resolve_placement
 from nst_core.job import run_job
 from nst_core.optimize import stylize
 from nst_core.params import StyleParams
@@ -73,13 +73,13 @@ class Meter:
         if cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(self.device)
+        reset_peak_memory(self.device)
         started = time.perf_counter()
         result = work()
         if cuda:
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - started
-        return result, seconds, int(torch.cuda.max_memory_allocated(self.device)) if cuda else None
+        return result, seconds, peak_memory_bytes(self.device)
 
 
 def precision_and_layout(figures: Figures, meter: Meter, device: torch.device, size: int,

@@ -150,26 +150,22 @@ def _retrying_smaller(params: StyleParams, device: torch.device, progress: Progr
             del exc
         _free_device_memory(device)
         if params.tiles == "auto" and params.size > params.tile_size:
+            retry = params.replace(tiles="on")
             note = (f"out of GPU memory at {params.size} px; retrying tile by tile ({params.tile_size} px tiles) "
                     "at the same size")
-            notes.append(note)
-            if progress is not None:
-                progress(ProgressEvent(kind=EventKind.DOWNSIZED, iteration=0, total=params.iterations, scale=1,
-                                       scales=params.scales, width=params.size, height=params.size, losses={},
-                                       elapsed=time.perf_counter() - started, eta=None, message=note))
-            params = params.replace(tiles="on")
-            continue
-        smaller = int(params.size * OOM_SHRINK)
-        if smaller < params.min_size:
-            raise NSTError(f"not enough GPU memory to stylise even at {params.size} px; try a smaller size "
-                           "or run on the CPU") from None
-        note = f"out of GPU memory at {params.size} px; retrying at {smaller} px"
+        else:
+            smaller = int(params.size * OOM_SHRINK)
+            if smaller < params.min_size:
+                raise NSTError(f"not enough GPU memory to stylise even at {params.size} px; try a smaller size "
+                               "or run on the CPU") from None
+            retry = params.replace(size=smaller)
+            note = f"out of GPU memory at {params.size} px; retrying at {smaller} px"
         notes.append(note)
         if progress is not None:
             progress(ProgressEvent(kind=EventKind.DOWNSIZED, iteration=0, total=params.iterations, scale=1,
-                                   scales=params.scales, width=smaller, height=smaller, losses={},
+                                   scales=params.scales, width=retry.size, height=retry.size, losses={},
                                    elapsed=time.perf_counter() - started, eta=None, message=note))
-        params = params.replace(size=smaller)
+        params = retry
 
 
 def _continuing(params: StyleParams, content: Image.Image, start: Image.Image | None) -> dict[str, Any]:

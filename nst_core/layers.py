@@ -7,7 +7,7 @@ loader (`nst_core.weights`) and the network (`nst_core.vgg`) read the same names
 
 from __future__ import annotations
 
-__all__ = ["BLOCKS", "CONV_NAMES", "LAYER_NAMES", "SEQUENCE"]
+__all__ = ["BLOCKS", "CONV_NAMES", "LAYER_NAMES", "SEQUENCE", "layer_stride"]
 
 #: (block, number of convolutions) of VGG-19's five blocks; each block ends with a 2x2 pool.
 BLOCKS: tuple[tuple[int, int], ...] = ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
@@ -26,3 +26,9 @@ SEQUENCE: tuple[str, ...] = tuple(
     for k in range(1, convs + 1)
     for step in (f"conv{block}_{k}", f"relu{block}_{k}", *((f"pool{block}",) if k == convs else ()))
 )
+
+
+def layer_stride(layer: str) -> int:
+    """Pixels per feature position at a layer: each block before the layer's own ends with a 2x2 pool
+    (`relu3_1` comes after two: 4)."""
+    return 2 ** (int(layer[len("conv"):].split("_")[0]) - 1)  # convB_K and reluB_K alike

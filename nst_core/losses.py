@@ -138,10 +138,13 @@ class FeatureLoss(LossTerm):
         self.norms = {k: v.pow(2).sum().clamp_min(1e-12) for k, v in self.targets.items()}
 
     def __call__(self, features: Features, image: torch.Tensor) -> torch.Tensor:
-        total = features[self.layers[0]].new_zeros((), dtype=torch.float32)
+        return self.distance({layer: self.represent(features[layer]) for layer in self.layers}, self.targets)
+
+    def distance(self, represented: Features, targets: Features) -> torch.Tensor:
+        """sum over layers of weight * ||represented - target||^2 / norm (the whole level's norm per layer)."""
+        total = represented[self.layers[0]].new_zeros((), dtype=torch.float32)
         for layer, weight in zip(self.layers, self.weights, strict=True):
-            diff = self.represent(features[layer]) - self.targets[layer]
-            total = total + weight * diff.pow(2).sum() / self.norms[layer]
+            total = total + weight * (represented[layer] - targets[layer]).pow(2).sum() / self.norms[layer]
         return total
 
     # ---- tiled levels: one pass over the tiles per evaluation (see the module docstring) ----------------------
@@ -193,10 +196,8 @@ class ContentLoss(FeatureLoss):
         self._sum = None
 
     def partial(self, cores: Features, tile: Tile) -> torch.Tensor:
-        targets = self.tile_targets[tile.index]
-        total = cores[self.layers[0]].new_zeros((), dtype=torch.float32)
-        for layer, weight in zip(self.layers, self.weights, strict=True):
-            total = total + weight * (cores[layer].float() - targets[layer]).pow(2).sum() / self.norms[layer]
+        total = self.distance({layer: self.represent(cores[layer]) for layer in self.layers},
+                              self.tile_targets[tile.index])
         self._sum = total.detach() if self._sum is None else self._sum + total.detach()
         return total
 
@@ -250,14 +251,15 @@ class StyleLoss(FeatureLoss):
         """One style image's Gram matrices at this term's layers (cached per pixels and network); with
         `tile_edge`, computed tile by tile when the image is bigger than a tile (bounded memory)."""
 
+        tiled = tile_edge if tile_edge is not None and max(style.shape[-2:]) > tile_edge else None
+
         def compute() -> dict[str, torch.Tensor]:
-            if tile_edge is not None and max(style.shape[-2:]) > tile_edge:
-                return tiled_grams(style, encode, self.layers, tile_edge)
+            if tiled is not None:
+                return tiled_grams(style, encode, self.layers, tiled)
             with torch.no_grad():
                 feats = encode(style)
                 return {layer: gram(feats[layer]) for layer in self.layers}
 
-        tiled = tile_edge if tile_edge is not None and max(style.shape[-2:]) > tile_edge else None
         return STYLE_TARGETS.get((_pixels_key(style), encode.key, self.layers, tiled), compute)
 
     def retarget(self, level: LevelImages) -> None:
@@ -286,11 +288,7 @@ class StyleLoss(FeatureLoss):
 
     def end_pass(self) -> torch.Tensor:
         self._previous = self._sums
-        total = torch.zeros((), dtype=torch.float32)
-        for layer, weight in zip(self.layers, self.weights, strict=True):
-            diff = self._sums[layer] - self.targets[layer]
-            total = total.to(diff.device) + weight * diff.pow(2).sum() / self.norms[layer]
-        return total
+        return self.distance(self._sums, self.targets)
 
 
 class TVLoss(LossTerm):

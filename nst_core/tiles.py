@@ -23,7 +23,9 @@ from itertools import pairwise
 
 import torch
 
-__all__ = ["AUTO_TILE_ABOVE_PIXELS", "Tile", "TileGrid", "layer_stride", "tiled_grams"]
+from nst_core.layers import layer_stride
+
+__all__ = ["AUTO_TILE_ABOVE_PIXELS", "Tile", "TileGrid", "tiled_grams"]
 
 #: On the CPU, `tiles="auto"` tiles a level above this many pixels (whole-image peak ~3 GB at 1 MP: see README).
 AUTO_TILE_ABOVE_PIXELS = 1024 * 1024
@@ -31,11 +33,6 @@ AUTO_TILE_ABOVE_PIXELS = 1024 * 1024
 ALIGN = 16
 #: The smallest margin of context around a core, in pixels.
 MIN_MARGIN = 32
-
-
-def layer_stride(layer: str) -> int:
-    """Pixels per feature position at a VGG-19 layer (`relu3_1` comes after two poolings: 4)."""
-    return 2 ** (int(layer[len("relu"):].split("_")[0]) - 1)  # convB_K and reluB_K alike
 
 
 @dataclass(frozen=True)
